@@ -1,0 +1,231 @@
+"""Pipeline YAML -> typed objects, with errors that name the file, the stage and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .stage import StageRegistry, UnknownStageType
+
+QueuePolicy = Literal["latest", "fifo"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AutoscalingConfig(Strict):
+    """Replica autoscaling of a remote stage (Ray Serve ``autoscaling_config``)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0)
+
+
+class RemoteConfig(Strict):
+    """Where and how a stage runs when it is not in-process on the edge node."""
+
+    resources: dict[str, float] = Field(default_factory=dict)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    fallback: Literal["drop", "edge"] = "drop"
+
+
+class StageConfig(Strict):
+    """One stage of a pipeline as written in YAML."""
+
+    type: str
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+    device: Literal["cpu", "cuda"] = "cpu"
+    queue: QueuePolicy | None = None
+    queue_size: int = Field(16, ge=1, le=10_000)
+    expected_ms: float | None = Field(None, ge=0)
+    budget_ms: float | None = Field(None, gt=0)
+    admission: Literal["frame", "stream"] | None = None
+    max_errors: int = Field(20, ge=1)
+    placement: Literal["edge", "remote", "auto"] = "edge"
+    remote: RemoteConfig | None = None
+
+
+class PipelineConfig(Strict):
+    """A whole pipeline: one chain (``stages``) or named branches fed by the same input."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    budget_ms: float = Field(500, gt=0, le=60_000)
+    stages: list[StageConfig] | None = None
+    branches: dict[str, list[StageConfig]] | None = None
+    late_audio: Literal["drop", "play"] = "drop"
+    data_region: Literal["any", "preferred", "required"] = "any"
+    region_models: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> PipelineConfig:
+        if (self.stages is None) == (self.branches is None):
+            raise ValueError("give exactly one of 'stages' (a chain) or 'branches' (fan-out)")
+        if self.stages is not None and not self.stages:
+            raise ValueError("'stages' is empty")
+        if self.branches is not None and not all(self.branches.values()):
+            raise ValueError("every branch needs at least one stage")
+        return self
+
+    def chains(self) -> dict[str, list[StageConfig]]:
+        """The branches, a plain chain being one branch called ``main``."""
+        return {"main": self.stages} if self.stages is not None else dict(self.branches or {})
+
+    def stage_names(self) -> list[str]:
+        return [stage_name(c, i, b) for b, chain in self.chains().items() for i, c in enumerate(chain)]
+
+
+def stage_name(config: StageConfig, index: int, branch: str = "main") -> str:
+    base = config.name or f"{config.type}{index}"
+    return base if branch == "main" else f"{branch}.{base}"
+
+
+class PipelineError(ValueError):
+    """A pipeline that cannot be used; ``str()`` is one line naming file, stage and field."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``path`` (keys and list indexes), as deep as it goes."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if getattr(k, "value", None) == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _describe(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
+    """'stage 2 "invert" (video-transform), field params.effect' from a validation location."""
+    if len(loc) >= 2 and loc[0] in ("stages", "branches"):
+        if loc[0] == "stages" and isinstance(loc[1], int):
+            index, rest, chain = loc[1], loc[2:], raw.get("stages") or []
+            label = f"stage {index + 1}"
+        elif loc[0] == "branches" and len(loc) >= 3 and isinstance(loc[2], int):
+            index, rest = loc[2], loc[3:]
+            chain = (raw.get("branches") or {}).get(loc[1]) or []
+            label = f"branch {loc[1]!r} stage {index + 1}"
+        else:
+            return "field " + ".".join(map(str, loc))
+        entry = chain[index] if isinstance(chain, list) and index < len(chain) else {}
+        if isinstance(entry, dict):
+            if entry.get("name"):
+                label += f" {entry['name']!r}"
+            if entry.get("type"):
+                label += f" ({entry['type']})"
+        return label + (", field " + ".".join(map(str, rest)) if rest else "")
+    return "field " + ".".join(map(str, loc)) if loc else "pipeline"
+
+
+def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None) -> PipelineConfig:
+    """Parse and validate pipeline YAML text; ``registry`` also validates stage types and params."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PipelineError(where, f"invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(source, "a pipeline must be a YAML mapping with 'name' and 'stages'")
+
+    def fail(loc: tuple[Any, ...], message: str) -> PipelineError:
+        line = _line_of(node, loc)
+        where = f"{source}:{line}" if line else source
+        return PipelineError(where, f"{_describe(loc, raw)}: {message}")
+
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"]
+        if first["type"] == "missing":
+            message = f"missing required field {loc[-1]!r}" if loc else "missing field"
+            loc = loc[:-1]
+        elif first["type"] == "extra_forbidden":
+            message = f"unknown field {loc[-1]!r}"
+        raise fail(loc, message) from None
+
+    if registry is not None:
+        for branch, chain in config.chains().items():
+            prefix: tuple[Any, ...] = ("stages",) if config.stages is not None else ("branches", branch)
+            for index, stage_config in enumerate(chain):
+                try:
+                    cls = registry.get(stage_config.type)
+                except UnknownStageType as exc:
+                    raise fail((*prefix, index, "type"), str(exc)) from None
+                try:
+                    cls.Params.model_validate(stage_config.params)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    field_loc = tuple(first["loc"])
+                    if first["type"] == "missing":
+                        message = f"missing required parameter {'.'.join(map(str, field_loc))!r}"
+                    elif first["type"] == "extra_forbidden":
+                        message = f"unknown parameter {'.'.join(map(str, field_loc))!r}"
+                    else:
+                        message = first["msg"]
+                    raise fail((*prefix, index, "params", *field_loc), message) from None
+        names = config.stage_names()
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
+    return config
+
+
+def load_pipeline(path: str | Path, registry: StageRegistry | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PipelineError(str(path), "not UTF-8 text") from None
+    return parse_pipeline(text, str(path), registry)
+
+
+class PipelineLibrary:
+    """The pipelines a node offers: every ``*.yaml`` in a folder, by name."""
+
+    def __init__(self, folder: str | Path, registry: StageRegistry) -> None:
+        self.folder = Path(folder)
+        self.registry = registry
+        self.pipelines: dict[str, PipelineConfig] = {}
+        self.errors: dict[str, str] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        self.pipelines.clear()
+        self.errors.clear()
+        for path in sorted(self.folder.glob("*.yaml")):
+            try:
+                config = load_pipeline(path, self.registry)
+            except PipelineError as exc:
+                self.errors[path.name] = str(exc)
+                continue
+            self.pipelines[config.name] = config
+
+    def get(self, name: str) -> PipelineConfig | None:
+        return self.pipelines.get(name)

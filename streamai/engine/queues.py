@@ -1,0 +1,68 @@
+"""Bounded queues between stages, with an explicit policy per edge.
+
+``latest``: a mailbox holding at most one waiting media frame of each kind; a newer
+frame replaces the waiting one (counted as ``replaced``). ``fifo``: first in, first
+out with a bound; when full the oldest media frame is dropped (``overflow``).
+Control and text frames are never replaced or dropped by either policy: they are
+few and they carry meaning (prompt changes, end of speech).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Literal
+
+from ..frames import Frame
+
+DropCallback = Callable[[Frame, str], None]
+
+
+class StageQueue:
+    """The input queue of one stage: ``put`` never blocks, ``get`` waits."""
+
+    def __init__(self, policy: Literal["latest", "fifo"], bound: int, on_drop: DropCallback) -> None:
+        self.policy = policy
+        self.bound = bound
+        self._items: deque[tuple[Frame, float]] = deque()
+        self._on_drop = on_drop
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, frame: Frame, at: float) -> None:
+        """Enqueue ``frame`` (stamped with arrival time ``at``) under this queue's policy."""
+        if frame.is_media:
+            if self.policy == "latest":
+                self._evict_same_kind(frame)
+            elif len(self._items) >= self.bound:
+                self._evict_oldest_media()
+        self._items.append((frame, at))
+        self._ready.set()
+
+    def _evict_same_kind(self, frame: Frame) -> None:
+        for index, (waiting, _) in enumerate(self._items):
+            if waiting.kind is frame.kind:
+                del self._items[index]
+                self._on_drop(waiting, "replaced")
+                return
+
+    def _evict_oldest_media(self) -> None:
+        for index, (waiting, _) in enumerate(self._items):
+            if waiting.is_media:
+                del self._items[index]
+                self._on_drop(waiting, "overflow")
+                return
+
+    async def get(self) -> tuple[Frame, float]:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def clear(self) -> list[Frame]:
+        frames = [f for f, _ in self._items]
+        self._items.clear()
+        return frames

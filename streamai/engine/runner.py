@@ -1,0 +1,354 @@
+"""Runs a pipeline: stages linked by policy queues, deadline admission, stats, isolation.
+
+The engine knows frames, stages and queues; it imports no stage and no transport.
+Input enters with ``submit`` (the transport stamps capture time; the engine sets the
+deadline), output leaves through a ``Sink``. A stage that keeps raising ends the run
+with an error event, never the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from ..config import PipelineConfig, StageConfig, stage_name
+from ..events import EventBus
+from ..frames import ControlFrame, ControlKind, Frame, FrameKind, now
+from ..stage import Stage, StageContext, StageRegistry
+from .estimator import ServiceTimeEstimator
+from .queues import StageQueue
+from .stats import PipelineStats, StageStats
+
+log = logging.getLogger(__name__)
+
+SEND_COST_S = 0.002  # fixed allowance for handing a frame to the transport
+
+
+class Sink(Protocol):
+    """Where finished frames go (an outbound track, a file writer, a test list)."""
+
+    def deliver(self, frame: Frame) -> None: ...
+
+
+class CollectingSink:
+    """A sink that keeps every delivered frame with its delivery time (offline runs, tests)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[float, Frame]] = []
+
+    def deliver(self, frame: Frame) -> None:
+        self.frames.append((now(), frame))
+
+    def of_kind(self, kind: FrameKind) -> list[Frame]:
+        return [f for _, f in self.frames if f.kind is kind]
+
+
+class RemoteStageFactory(Protocol):
+    """Builds the stand-in for a stage placed off this node (see ``streamai.fleet``)."""
+
+    def build(self, cls: type[Stage], params: BaseModel, context: StageContext, config: StageConfig) -> Stage: ...
+
+
+class ParamsError(ValueError):
+    """Per-session parameters that do not fit the pipeline's stages."""
+
+
+class PipelineStartError(RuntimeError):
+    """A stage failed to start (a missing model, a bad device)."""
+
+
+class StageRunner:
+    """One stage at work: its queue, its worker task, its stats and service-time estimate."""
+
+    def __init__(self, stage: Stage, config: StageConfig, pipeline: PipelineRunner, budget_s: float) -> None:
+        self.stage = stage
+        self.config = config
+        self.name = stage.context.name
+        self.pipeline = pipeline
+        self.admission = config.admission or stage.admission
+        self.budget_s = config.budget_ms / 1000 if config.budget_ms else None
+        self.stats = StageStats(self.name)
+        self.estimator = ServiceTimeEstimator(prior_s=(config.expected_ms or 0.0) / 1000)
+        policy = config.queue or ("latest" if FrameKind.VIDEO in stage.consumes else "fifo")
+        self.queue = StageQueue(policy, config.queue_size, self.drop)
+        self.downstream: list[StageRunner] = []
+        self.next: Callable[[Frame], None] = pipeline.deliver
+        self.consecutive_errors = 0
+        self.task: asyncio.Task[None] | None = None
+        stage.bind(self.emit)
+        stage.can_make_it = self.can_make_it  # type: ignore[method-assign]
+
+    def drop(self, frame: Frame, reason: str) -> None:
+        self.stats.drops[reason] += 1
+        self.pipeline.note_drop(self.name, frame, reason)
+
+    def downstream_estimate(self) -> float:
+        return sum(r.estimator.estimate for r in self.downstream) + SEND_COST_S
+
+    def remaining(self) -> float:
+        """Service time still ahead of a frame admitted here, to the end of the pipeline."""
+        return self.estimator.estimate + self.downstream_estimate()
+
+    def can_make_it(self, frame: Frame) -> bool:
+        """For stream stages: would an emitted ``frame`` reach the output in time?"""
+        return now() + self.downstream_estimate() <= frame.deadline
+
+    async def emit(self, frame: Frame) -> None:
+        self.stats.emitted += 1
+        self.next(frame)
+
+    def receive(self, frame: Frame) -> None:
+        self.queue.put(frame, now())
+
+    async def run(self) -> None:
+        stage, stats = self.stage, self.stats
+        while True:
+            frame, arrived = await self.queue.get()
+            started = now()
+            stats.queue_wait.observe(started - arrived)
+            if isinstance(frame, ControlFrame):
+                await self._control(frame)
+                continue
+            if frame.kind not in stage.consumes:
+                stats.forwarded += 1
+                self.next(frame)
+                continue
+            if self.admission == "frame" and not self._admit(frame, started):
+                continue
+            try:
+                await stage.process(frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad frame never ends the loop
+                self._failed_frame(frame, exc)
+                continue
+            self.consecutive_errors = 0
+            elapsed = now() - started
+            stats.processed += 1
+            stats.service.observe(elapsed)
+            self.estimator.update(elapsed)
+
+    def _admit(self, frame: Frame, at: float) -> bool:
+        deadline = frame.deadline
+        if self.budget_s is not None:
+            deadline = min(deadline, frame.capture_time + self.budget_s)
+        if math.isinf(deadline):
+            return True
+        if at > deadline:
+            self.drop(frame, "expired")
+            return False
+        if at + self.remaining() > deadline:
+            self.drop(frame, "would_miss")
+            return False
+        return True
+
+    async def _control(self, frame: ControlFrame) -> None:
+        try:
+            await self.stage.on_control(frame)
+        except Exception as exc:
+            log.warning("stage %s failed on control %s: %s", self.name, frame.control.value, exc)
+            self.pipeline.events.emit("warning", stage=self.name, message=f"control {frame.control.value}: {exc}")
+        self.next(frame)
+
+    def _failed_frame(self, frame: Frame, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.consecutive_errors += 1
+        self.drop(frame, "error")
+        log.warning("stage %s raised on a frame: %s: %s", self.name, type(exc).__name__, exc)
+        if self.consecutive_errors >= self.config.max_errors:
+            self.pipeline.fail(f"stage {self.name!r} raised {self.consecutive_errors} times in a row: {exc}")
+
+
+class PipelineRunner:
+    """A running pipeline for one session (or one offline run)."""
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        registry: StageRegistry,
+        sink: Sink,
+        *,
+        events: EventBus | None = None,
+        params: dict[str, Any] | None = None,
+        resources: Any = None,
+        region: str | None = None,
+        remote: RemoteStageFactory | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.sink = sink
+        self.events = events or EventBus()
+        self.budget_s = config.budget_ms / 1000
+        self.stats = PipelineStats()
+        self.failed: str | None = None
+        self._on_fatal = on_fatal
+        self._started = False
+        self.branches: dict[str, list[StageRunner]] = {}
+        overrides = dict(params or {})
+        used_flat: set[str] = set()
+        for branch, chain in config.chains().items():
+            runners: list[StageRunner] = []
+            for index, stage_config in enumerate(chain):
+                name = stage_name(stage_config, index, branch)
+                cls = registry.get(stage_config.type)
+                stage_params = _stage_params(cls, stage_config, name, overrides, used_flat)
+                model = (config.region_models.get(region or "", {})).get(name, stage_config.model)
+                context = StageContext(
+                    name=name,
+                    device=stage_config.device,
+                    model=model,
+                    events=self.events,
+                    resources=resources,
+                    region=region,
+                )
+                if stage_config.placement == "edge":
+                    instance = cls(stage_params, context)
+                elif remote is None:
+                    raise PipelineStartError(
+                        f"stage {name!r} has placement {stage_config.placement!r} but this node has no remote "
+                        "stage engine configured (see 'Running a fleet' in the README)"
+                    )
+                else:
+                    instance = remote.build(cls, stage_params, context, stage_config)
+                runner = StageRunner(instance, stage_config, self, self.budget_s)
+                self.stats.stages[name] = runner.stats
+                runners.append(runner)
+            for position, runner in enumerate(runners):
+                runner.downstream = runners[position + 1 :]
+                if position + 1 < len(runners):
+                    runner.next = runners[position + 1].receive
+            self.branches[branch] = runners
+        unknown = (set(overrides) - {"_flat"}) | (set(overrides.get("_flat", {})) - used_flat)
+        if unknown:
+            raise ParamsError(f"params fit no stage of pipeline {config.name!r}: {', '.join(sorted(unknown))}")
+        self._routes = self._route_table()
+
+    def _route_table(self) -> dict[FrameKind, list[StageRunner]]:
+        """Media kind -> the first stage of each branch that handles it (default: the first branch)."""
+        routes: dict[FrameKind, list[StageRunner]] = {}
+        first = next(iter(self.branches.values()))[0]
+        for kind in (FrameKind.AUDIO, FrameKind.VIDEO, FrameKind.TEXT):
+            heads = [chain[0] for chain in self.branches.values() if any(kind in r.stage.consumes for r in chain)]
+            routes[kind] = heads or [first]
+        return routes
+
+    @property
+    def stage_runners(self) -> list[StageRunner]:
+        return [r for chain in self.branches.values() for r in chain]
+
+    async def start(self) -> None:
+        """Start every stage (model loading), then the workers."""
+        started: list[StageRunner] = []
+        try:
+            for runner in self.stage_runners:
+                await runner.stage.start()
+                started.append(runner)
+        except Exception as exc:
+            for runner in started:
+                with contextlib.suppress(Exception):
+                    await runner.stage.shutdown()
+            raise PipelineStartError(f"stage {runner.name!r} failed to start: {exc}") from exc
+        for runner in self.stage_runners:
+            runner.task = asyncio.create_task(runner.run(), name=f"stage:{runner.name}")
+        self._started = True
+
+    def submit(self, frame: Frame) -> None:
+        """Feed one frame from the transport; media frames get their deadline here."""
+        if self.failed is not None:
+            return
+        if frame.is_media and math.isinf(frame.deadline):
+            frame.deadline = frame.capture_time + self.budget_s
+        self.stats.frames_in[frame.kind.value] += 1
+        if isinstance(frame, ControlFrame):
+            for chain in self.branches.values():
+                chain[0].receive(frame)
+            return
+        for head in self._routes[frame.kind]:
+            head.receive(frame)
+
+    def control(self, kind: ControlKind, data: dict[str, Any] | None = None) -> None:
+        """Send a control frame (prompt, interruption, params) down every branch."""
+        self.submit(ControlFrame(control=kind, data=dict(data or {})))
+
+    def deliver(self, frame: Frame) -> None:
+        """The end of a branch: late media never leaves; everything else goes to the sink."""
+        at = now()
+        if frame.is_media and at > frame.deadline:
+            if not (frame.kind is FrameKind.AUDIO and self.config.late_audio == "play"):
+                self.note_drop("output", frame, "late")
+                self.stats.stages.setdefault("output", StageStats("output")).drops["late"] += 1
+                return
+        if frame.is_media:
+            self.stats.end_to_end.observe(at - frame.capture_time)
+        self.stats.frames_out[frame.kind.value] += 1
+        self.sink.deliver(frame)
+
+    def note_drop(self, stage: str, frame: Frame, reason: str) -> None:
+        """Hook for drop accounting beyond the per-stage counters (events are rate-limited by the transport)."""
+
+    def fail(self, reason: str) -> None:
+        if self.failed is not None:
+            return
+        self.failed = reason
+        log.error("pipeline %s failed: %s", self.config.name, reason)
+        self.events.emit("error", message=reason, fatal=True)
+        if self._on_fatal is not None:
+            self._on_fatal(reason)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop workers and free every stage's resources, even if a stage hangs."""
+        tasks = [r.task for r in self.stage_runners if r.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for runner in self.stage_runners:
+            runner.queue.clear()
+            try:
+                await asyncio.wait_for(runner.stage.shutdown(), timeout)
+            except Exception as exc:  # a stage that fails to stop must not keep others alive
+                log.warning("stage %s did not stop cleanly: %s", runner.name, exc)
+        self._started = False
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"pipeline": self.config.name, "failed": self.failed, **self.stats.snapshot()}
+
+
+def _stage_params(
+    cls: type[Stage], config: StageConfig, name: str, overrides: dict[str, Any], used_flat: set[str]
+) -> BaseModel:
+    """YAML params, then per-session overrides (``{stage_name: {...}}`` or flat keys), validated."""
+    merged = dict(config.params)
+    specific = overrides.pop(name, None)
+    flat = overrides.get("_flat", {})
+    for key, value in flat.items():
+        if key in cls.Params.model_fields:
+            merged[key] = value
+            used_flat.add(key)
+    if specific is not None:
+        if not isinstance(specific, dict):
+            raise ParamsError(f"params for stage {name!r} must be an object")
+        merged.update(specific)
+    try:
+        return cls.Params.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(map(str, first["loc"]))
+        raise ParamsError(f"stage {name!r}, parameter {field!r}: {first['msg']}") from None
+
+
+def split_session_params(params: dict[str, Any], stage_names: list[str]) -> dict[str, Any]:
+    """Client params: keys naming a stage apply to it; other keys apply to every stage that has them."""
+    result: dict[str, Any] = {"_flat": {}}
+    for key, value in params.items():
+        if key in stage_names:
+            result[key] = value
+        else:
+            result["_flat"][key] = value
+    return result

@@ -1,0 +1,185 @@
+"""The one interface every processing step implements, and the registry that finds them.
+
+A stage declares the frame kinds it consumes and emits, a pydantic ``Params`` model
+for its YAML parameters, ``start()``/``stop()`` to load and free models, and
+``process(frame)`` which pushes zero or more frames downstream with ``push``.
+Frames of kinds a stage does not consume pass it untouched. Blocking work goes
+through ``run_blocking`` onto the stage's own thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .events import EventBus
+from .frames import ControlFrame, Frame, FrameKind
+
+log = logging.getLogger(__name__)
+
+Admission = Literal["frame", "stream"]
+T = TypeVar("T")
+
+
+class NoParams(BaseModel):
+    """Parameters of a stage that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """What a stage may use from its surroundings: never the transport."""
+
+    name: str
+    device: str = "cpu"
+    model: str | None = None
+    events: EventBus = field(default_factory=EventBus)
+    resources: Any = None  # shared model loader (streamai.models.SharedModels) when present
+    region: str | None = None
+
+
+class Stage:
+    """Base class of every stage; subclasses set the class attributes and override ``process``."""
+
+    type_name: ClassVar[str] = ""
+    consumes: ClassVar[frozenset[FrameKind]] = frozenset()
+    emits: ClassVar[frozenset[FrameKind]] = frozenset()
+    Params: ClassVar[type[BaseModel]] = NoParams
+    # "frame": the engine drops a frame that cannot make its deadline before calling
+    # process (video, text). "stream": every frame is processed, the stage judges
+    # deadlines on what it emits (audio into VAD/ASR must not lose samples).
+    admission: ClassVar[Admission] = "frame"
+
+    def __init__(self, params: BaseModel, context: StageContext) -> None:
+        self.params = params
+        self.context = context
+        self._push: Callable[[Frame], Awaitable[None]] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self) -> None:
+        """Load models; called once before the first frame."""
+
+    async def stop(self) -> None:
+        """Free models; called once, also after errors."""
+
+    async def shutdown(self) -> None:
+        """Engine-side teardown: ``stop()`` then release the stage's thread."""
+        try:
+            await self.stop()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+    # -- processing ----------------------------------------------------------
+    async def process(self, frame: Frame) -> None:
+        """Handle one consumed frame; call ``await self.push(...)`` for each output."""
+        raise NotImplementedError
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        """React to a control frame; it is forwarded downstream afterwards regardless."""
+
+    def bind(self, push: Callable[[Frame], Awaitable[None]]) -> None:
+        self._push = push
+
+    async def push(self, frame: Frame) -> None:
+        """Send a frame to the next stage (or the pipeline's output)."""
+        if self._push is None:
+            raise RuntimeError(f"stage {self.context.name!r} is not bound to a pipeline")
+        await self._push(frame)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on this stage's own thread, off the event loop."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{self.context.name}")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def emit_event(self, type_: str, **fields: Any) -> None:
+        """Publish a JSON event (transcript, translation, ...) to the session's clients."""
+        self.context.events.emit(type_, stage=self.context.name, **fields)
+
+
+S = TypeVar("S", bound=type[Stage])
+
+
+def stage(type_name: str) -> Callable[[S], S]:
+    """Class decorator naming a stage type; discovery finds it by that name."""
+
+    def mark(cls: S) -> S:
+        cls.type_name = type_name
+        return cls
+
+    return mark
+
+
+class UnknownStageType(KeyError):
+    def __init__(self, type_name: str, known: list[str]) -> None:
+        super().__init__(type_name)
+        self.type_name = type_name
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown stage type {self.type_name!r} (known: {', '.join(self.known)})"
+
+
+class StageRegistry:
+    """Finds stage classes: modules of ``streamai.stages`` plus the ``streamai.stages`` entry points.
+
+    Stage modules keep heavy imports (torch, models) inside ``start()`` so that
+    discovery stays cheap.
+    """
+
+    def __init__(self, packages: tuple[str, ...] = ("streamai.stages",)) -> None:
+        self._packages = packages
+        self._types: dict[str, type[Stage]] | None = None
+        self.import_errors: dict[str, str] = {}
+
+    def _discover(self) -> dict[str, type[Stage]]:
+        found: dict[str, type[Stage]] = {}
+        for package_name in self._packages:
+            package = importlib.import_module(package_name)
+            for info in pkgutil.iter_modules(package.__path__, prefix=f"{package_name}."):
+                try:
+                    module = importlib.import_module(info.name)
+                except Exception as exc:  # a broken plugin must not hide the others
+                    self.import_errors[info.name] = f"{type(exc).__name__}: {exc}"
+                    log.warning("stage module %s failed to import: %s", info.name, exc)
+                    continue
+                for value in vars(module).values():
+                    if isinstance(value, type) and issubclass(value, Stage) and value.type_name:
+                        found.setdefault(value.type_name, value)
+        for entry in entry_points(group="streamai.stages"):
+            try:
+                cls = entry.load()
+            except Exception as exc:
+                self.import_errors[entry.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            found.setdefault(cls.type_name or entry.name, cls)
+        return found
+
+    @property
+    def types(self) -> dict[str, type[Stage]]:
+        if self._types is None:
+            self._types = self._discover()
+        return self._types
+
+    def register(self, cls: type[Stage]) -> None:
+        """Add a stage class by hand (tests, embedding applications)."""
+        self.types[cls.type_name] = cls
+
+    def get(self, type_name: str) -> type[Stage]:
+        try:
+            return self.types[type_name]
+        except KeyError:
+            raise UnknownStageType(type_name, sorted(self.types)) from None

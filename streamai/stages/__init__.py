@@ -1,0 +1,1 @@
+"""Built-in stages, one a module; the registry discovers them by their ``@stage`` name."""
