@@ -279,11 +279,11 @@ class PipelineRunner:
     def deliver(self, frame: Frame) -> None:
         """The end of a branch: late media never leaves; everything else goes to the sink."""
         at = now()
-        if frame.is_media and at > frame.deadline:
-            if not (frame.kind is FrameKind.AUDIO and self.config.late_audio == "play"):
-                self.note_drop("output", frame, "late")
-                self.stats.stages.setdefault("output", StageStats("output")).drops["late"] += 1
-                return
+        late = frame.is_media and at > frame.deadline
+        if late and not (frame.kind is FrameKind.AUDIO and self.config.late_audio == "play"):
+            self.note_drop("output", frame, "late")
+            self.stats.stages.setdefault("output", StageStats("output")).drops["late"] += 1
+            return
         if frame.is_media:
             self.stats.end_to_end.observe(at - frame.capture_time)
         self.stats.frames_out[frame.kind.value] += 1

@@ -1,0 +1,1 @@
+"""Benchmarks, one module each; ``streamai bench NAME`` runs them and writes JSON."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``streamai`` CLI, one a module."""
