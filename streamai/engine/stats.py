@@ -29,6 +29,13 @@ class Histogram:
         self.count += 1
         self.recent.append(seconds)
 
+    def merge(self, other: Histogram) -> None:
+        """Add another histogram's counts (a finished session's, into the node's total)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+        self.count += other.count
+        self.recent.extend(other.recent)
+
     def quantile(self, q: float) -> float | None:
         if not self.recent:
             return None

@@ -1,0 +1,58 @@
+"""``streamai serve``: run an edge node (session API, demo page) until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="serve pipelines to WebRTC peers (the edge node)")
+    parser.add_argument("--config", help="node settings YAML (see streamai/server/settings.py)")
+    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 8080)")
+    parser.add_argument("--pipeline", dest="default_pipeline", help="default pipeline for the demo page")
+    parser.add_argument("--pipelines-dir", help="folder of pipeline YAML files (default: pipelines/)")
+    parser.add_argument("--max-sessions", type=int)
+    parser.add_argument("--token", help="bearer token required on the session API (or STREAMAI_TOKEN)")
+    parser.add_argument(
+        "--ice-loopback", action="store_true", default=None, help="offer only 127.0.0.1 ICE candidates (tests, demos)"
+    )
+    parser.add_argument("--audio-prefetch", type=int, help="aiortc audio jitter prefetch in packets (default 4)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+    from pydantic import ValidationError
+
+    from ..server.app import LIBRARY, create_app, default_pipeline
+    from ..server.settings import ServerSettings
+
+    try:
+        settings = ServerSettings.load(
+            args.config,
+            host=args.host,
+            port=args.port,
+            default_pipeline=args.default_pipeline,
+            pipelines_dir=args.pipelines_dir,
+            max_sessions=args.max_sessions,
+            token=args.token,
+            ice_loopback=args.ice_loopback,
+            audio_prefetch=args.audio_prefetch,
+        )
+    except (OSError, ValidationError) as exc:
+        print(f"error: bad node settings: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    library = app[LIBRARY]
+    if args.default_pipeline and args.default_pipeline not in library.pipelines:
+        print(f"error: unknown pipeline {args.default_pipeline!r}; offered: {', '.join(library.pipelines)}")
+        return 2
+    print(
+        f"streamai node on http://{settings.host}:{settings.port}  pipelines: {', '.join(sorted(library.pipelines))}"
+        f"  default: {default_pipeline(settings, library)}",
+        flush=True,
+    )
+    web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The edge node's HTTP side: session API, events WebSocket, metrics, demo page."""

@@ -1,0 +1,301 @@
+"""The aiohttp application of an edge node: session API, events WebSocket, metrics, demo page."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..config import PipelineConfig, PipelineLibrary
+from ..frames import FrameKind
+from ..models.shared import SharedModels
+from ..stage import StageRegistry
+from . import metrics
+from .sessions import SessionError, SessionManager
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+LIBRARY = web.AppKey("library", PipelineLibrary)
+SESSIONS = web.AppKey("sessions", SessionManager)
+MODELS = web.AppKey("models", SharedModels)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure is JSON with a code and a message; nothing unexpected escapes as a traceback."""
+    try:
+        return await handler(request)
+    except SessionError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "too_large", "request body too large")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error (logged on the node)")
+
+
+def auth_middleware(settings: ServerSettings) -> Any:
+    @web.middleware
+    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+        protected = request.path.startswith(("/v1/", "/whip", "/whep"))
+        if settings.token and protected and request.method != "OPTIONS":
+            header = request.headers.get("Authorization", "")
+            given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
+            if not hmac.compare_digest(given.encode(), settings.token.encode()):
+                response = error_response(401, "unauthorized", "missing or wrong bearer token")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response
+        return await handler(request)
+
+    return check_token
+
+
+def cors_middleware(settings: ServerSettings) -> Any:
+    @web.middleware
+    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin if origin and ("*" in settings.cors_origins or origin in settings.cors_origins) else None
+        if request.method == "OPTIONS" and allowed:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if allowed:
+            response.headers["Access-Control-Allow-Origin"] = allowed
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Expose-Headers"] = "Location, ETag, Link, Retry-After"
+        return response
+
+    return cors
+
+
+def describe_pipeline(config: PipelineConfig, registry: StageRegistry) -> dict[str, Any]:
+    """What a client needs to offer a pipeline: its inputs and the controls it reacts to."""
+    kinds: set[FrameKind] = set()
+    controls = {"interrupt", "params"}
+    for chain in config.chains().values():
+        for stage_config in chain:
+            cls = registry.get(stage_config.type)
+            kinds |= cls.consumes
+            if "prompt" in cls.Params.model_fields or getattr(cls, "accepts_prompt", False):
+                controls.add("prompt")
+    inputs = sorted(k.value for k in kinds & {FrameKind.AUDIO, FrameKind.VIDEO}) or ["audio", "video"]
+    return {
+        "name": config.name,
+        "description": config.description,
+        "budget_ms": config.budget_ms,
+        "stages": config.stage_names(),
+        "inputs": inputs,
+        "controls": sorted(controls),
+    }
+
+
+def default_pipeline(settings: ServerSettings, library: PipelineLibrary) -> str | None:
+    if settings.default_pipeline:
+        return settings.default_pipeline
+    for preferred in ("speech-translate", "transform"):
+        if preferred in library.pipelines:
+            return preferred
+    return next(iter(sorted(library.pipelines)), None)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        raise SessionError(413, "too_large", f"request body over {limit} bytes") from None
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise SessionError(400, "bad_json", "request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise SessionError(400, "bad_json", "request body must be a JSON object")
+    return value
+
+
+# -- handlers ----------------------------------------------------------------------
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_json(request)
+    library = request.app[LIBRARY]
+    name = body.get("pipeline") or default_pipeline(request.app[SETTINGS], library)
+    if not isinstance(name, str):
+        raise SessionError(400, "bad_request", "'pipeline' must be a string")
+    config = library.get(name)
+    if config is None:
+        offered = ", ".join(library.pipelines)
+        raise SessionError(404, "unknown_pipeline", f"unknown pipeline {name!r}; offered: {offered}")
+    offer_type = body.get("type", "offer")
+    if offer_type != "offer":
+        raise SessionError(400, "bad_sdp", "'type' must be 'offer'")
+    session, answer = await request.app[SESSIONS].create(config, body.get("sdp"), "offer", body.get("params"))
+    return web.json_response(
+        {
+            "session_id": session.id,
+            "sdp": answer,
+            "type": "answer",
+            "pipeline": config.name,
+            "events_url": f"/v1/sessions/{session.id}/events",
+        }
+    )
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    return web.json_response({"sessions": [s.summary() for s in request.app[SESSIONS].sessions.values()]})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    session = request.app[SESSIONS].get(request.match_info["id"])
+    if session is None:
+        raise SessionError(404, "unknown_session", "no such session")
+    return web.json_response({**session.summary(), "stats": session.runner.snapshot()})
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    session = request.app[SESSIONS].get(request.match_info["id"])
+    if session is None:
+        raise SessionError(404, "unknown_session", "no such session")
+    await session.close("deleted by the client")
+    return web.json_response({"ok": True, "id": session.id})
+
+
+async def session_events(request: web.Request) -> web.StreamResponse:
+    """The session's events as a WebSocket; accepts the same control messages as the data channel."""
+    session = request.app[SESSIONS].get(request.match_info["id"])
+    if session is None:
+        raise SessionError(404, "unknown_session", "no such session")
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=settings.max_control_bytes * 4)
+    await ws.prepare(request)
+    subscription = session.events.subscribe()
+
+    async def send(event: dict[str, Any]) -> None:
+        if not ws.closed:
+            await ws.send_str(json.dumps(event, default=str))
+
+    replies: list[dict[str, Any]] = []
+    await send({"type": "state", "state": session.state, "session": session.id, "t": time.time()})
+    import asyncio
+
+    async def pump() -> None:
+        while True:
+            await send(await subscription.get())
+
+    pump_task = asyncio.create_task(pump())
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                session.handle_control(message.data, replies.append)
+                while replies:
+                    await send(replies.pop(0))
+            elif message.type == WSMsgType.ERROR:
+                break
+    finally:
+        pump_task.cancel()
+        subscription.close()
+    return ws
+
+
+async def list_pipelines(request: web.Request) -> web.Response:
+    library = request.app[LIBRARY]
+    registry = library.registry
+    return web.json_response(
+        {
+            "pipelines": [describe_pipeline(c, registry) for _, c in sorted(library.pipelines.items())],
+            "default": default_pipeline(request.app[SETTINGS], library),
+            "invalid": library.errors,
+        }
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[SESSIONS]
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "ok": True,
+            "sessions": len(manager.sessions),
+            "capacity": settings.max_sessions,
+            "pipelines": sorted(request.app[LIBRARY].pipelines),
+        }
+    )
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    return web.Response(text=metrics.render(request.app[SESSIONS]), content_type="text/plain", charset="utf-8")
+
+
+def add_static(app: web.Application, static_dir: Path) -> None:
+    web_dir, js_dir = static_dir / "web", static_dir / "js"
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        page = web_dir / "index.html"
+        if page.exists():
+            return web.FileResponse(page)
+        return web.Response(text=MINIMAL_PAGE, content_type="text/html")
+
+    app.router.add_get("/", index)
+    if web_dir.is_dir():
+        app.router.add_static("/web/", web_dir)
+    if js_dir.is_dir():
+        app.router.add_static("/js/", js_dir)
+
+
+MINIMAL_PAGE = """<!doctype html><meta charset="utf-8"><title>streamai</title>
+<p>streamai node. The demo page lives in clients/web/ (not found next to this server).
+API: <a href="/v1/pipelines">/v1/pipelines</a>, <a href="/v1/sessions">/v1/sessions</a>,
+<a href="/metrics">/metrics</a>.</p>"""
+
+
+def create_app(settings: ServerSettings, registry: StageRegistry | None = None) -> web.Application:
+    """The node's application; sessions are closed on shutdown."""
+    registry = registry or StageRegistry()
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[cors_middleware(settings), errors_as_json, auth_middleware(settings)],
+    )
+    models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s)
+    app[SETTINGS] = settings
+    app[LIBRARY] = PipelineLibrary(settings.pipelines_dir, registry)
+    app[MODELS] = models
+    app[SESSIONS] = SessionManager(settings, registry, resources=models)
+    for problem in app[LIBRARY].errors.values():
+        log.warning("pipeline not offered: %s", problem)
+    app.router.add_post("/v1/sessions", create_session)
+    app.router.add_get("/v1/sessions", list_sessions)
+    app.router.add_get("/v1/sessions/{id}", get_session)
+    app.router.add_delete("/v1/sessions/{id}", delete_session)
+    app.router.add_get("/v1/sessions/{id}/events", session_events)
+    app.router.add_get("/v1/pipelines", list_pipelines)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_text)
+    add_static(app, settings.static_dir)
+
+    async def close_sessions(app: web.Application) -> None:
+        await app[SESSIONS].close_all()
+
+    app.on_shutdown.append(close_sessions)
+    if settings.ice_loopback:
+        from ..transport.ice import offer_loopback_candidates_only
+
+        offer_loopback_candidates_only()
+    return app

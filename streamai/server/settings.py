@@ -1,0 +1,51 @@
+"""Node configuration: YAML or flags -> one typed object (no globals)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..transport.ice import IceServer
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServerSettings(BaseModel):
+    """Everything a node needs to serve sessions; every limit has a documented default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"  # the demo binds loopback by default
+    port: int = Field(8080, ge=0, le=65535)
+    pipelines_dir: Path = PROJECT_ROOT / "pipelines"
+    default_pipeline: str | None = None  # None: speech-translate if offered, else the first
+    static_dir: Path = PROJECT_ROOT / "clients"
+    max_sessions: int = Field(8, ge=1)
+    max_session_s: float = Field(3600, gt=0)
+    connect_timeout_s: float = Field(15, gt=0)  # offer answered but ICE never connected
+    media_timeout_s: float = Field(5, gt=0)  # connected, then no inbound media: the peer vanished
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_control_bytes: int = Field(16 * 1024, ge=256)
+    control_rate_per_s: float = Field(20, gt=0)
+    control_burst: int = Field(40, ge=1)
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    ice_loopback: bool = False
+    audio_prefetch: int | None = Field(None, ge=0, le=16)  # aiortc's default is 4 packets
+    token: str | None = None  # bearer token for the session API; also STREAMAI_TOKEN
+    cors_origins: list[str] = Field(default_factory=list)
+    model_idle_timeout_s: float = Field(0, ge=0)
+    retry_after_s: int = Field(5, ge=1)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: object) -> ServerSettings:
+        """Settings from an optional YAML file, then non-None overrides, then STREAMAI_TOKEN."""
+        data: dict[str, object] = {}
+        if path is not None:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        if "token" not in data and os.environ.get("STREAMAI_TOKEN"):
+            data["token"] = os.environ["STREAMAI_TOKEN"]
+        return cls.model_validate(data)

@@ -1,0 +1,1 @@
+"""aiortc tracks <-> engine frames; data channel <-> control messages. Knows no stage."""

@@ -1,0 +1,202 @@
+"""Processed frames -> outbound aiortc tracks that never stall.
+
+Video: a new processed frame is sent as soon as it arrives; when none comes within
+one frame interval the last one is repeated (so the encoder and the viewer keep
+going). Audio: 20 ms packets at 48 kHz paced by the clock; silence when nothing is
+buffered; an interruption flushes what is queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..engine.stats import Histogram
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, VideoFrame, now
+
+VIDEO_CLOCK = 90000
+AUDIO_RATE = 48000
+AUDIO_PACKET = 960  # 20 ms at 48 kHz
+
+LatencyListener = Callable[[str, float, Frame], None]
+
+
+@dataclass
+class OutboundCounters:
+    """What went out on one track."""
+
+    sent: int = 0  # new processed frames (video) / packets with processed audio (audio)
+    repeated: int = 0  # video repeats / silent audio packets
+    flushed: int = 0  # audio samples dropped by an interruption or overflow
+    latency: Histogram = field(default_factory=Histogram)
+
+
+class ProcessedVideoTrack(MediaStreamTrack):
+    """Sends the newest processed video frame; repeats the last one when none is ready."""
+
+    kind = "video"
+
+    def __init__(self, fps: float = 30.0, on_sent: LatencyListener | None = None) -> None:
+        super().__init__()
+        self.interval = 1 / fps
+        self.counters = OutboundCounters()
+        self._pending: VideoFrame | None = None
+        self._last: av.VideoFrame | None = None
+        self._arrived = asyncio.Event()
+        self._started: float | None = None
+        self._last_pts = -1
+        self._on_sent = on_sent
+
+    def put(self, frame: VideoFrame) -> None:
+        """Offer a processed frame; a newer one replaces a frame not yet sent."""
+        self._pending = frame
+        self._arrived.set()
+
+    async def recv(self) -> av.VideoFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._pending is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), self.interval)
+        self._arrived.clear()
+        started = self._started if self._started is not None else now()
+        self._started = started
+        frame = self._pending
+        self._pending = None
+        if frame is not None:
+            out = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
+            self._last = out
+            self.counters.sent += 1
+        elif self._last is not None:
+            out = self._last
+            self.counters.repeated += 1
+        else:
+            out = av.VideoFrame(width=320, height=240, format="yuv420p")  # black until the first frame
+            for plane, value in zip(out.planes, (16, 128, 128), strict=True):
+                plane.update(bytes([value]) * plane.buffer_size)
+            self.counters.repeated += 1
+        pts = max(int((now() - started) * VIDEO_CLOCK), self._last_pts + 1)
+        self._last_pts = pts
+        out.pts = pts
+        out.time_base = fractions.Fraction(1, VIDEO_CLOCK)
+        if frame is not None:
+            latency = now() - frame.capture_time
+            self.counters.latency.observe(latency)
+            if self._on_sent is not None:
+                self._on_sent("video", latency, frame)
+        return out
+
+
+class ProcessedAudioTrack(MediaStreamTrack):
+    """20 ms packets at 48 kHz from a buffer of processed audio; silence when it runs dry."""
+
+    kind = "audio"
+
+    def __init__(self, max_buffer_s: float = 30.0, on_sent: LatencyListener | None = None) -> None:
+        super().__init__()
+        self.counters = OutboundCounters()
+        self._chunks: deque[tuple[np.ndarray, AudioFrame | None]] = deque()
+        self._buffered = 0
+        self._max_samples = int(max_buffer_s * AUDIO_RATE)
+        self._next_time: float | None = None
+        self._pts = 0
+        self._on_sent = on_sent
+
+    @property
+    def buffered_seconds(self) -> float:
+        return self._buffered / AUDIO_RATE
+
+    def put(self, frame: AudioFrame) -> None:
+        """Queue processed audio (any rate, any channel count) for sending."""
+        mono = frame.samples.astype(np.float32).mean(axis=1) if frame.channels > 1 else frame.samples[:, 0]
+        if frame.sample_rate != AUDIO_RATE:
+            n_out = round(mono.shape[0] * AUDIO_RATE / frame.sample_rate)
+            positions = np.linspace(0, mono.shape[0] - 1, n_out) if n_out else np.zeros(0)
+            mono = np.interp(positions, np.arange(mono.shape[0]), mono)
+        samples = np.asarray(mono, dtype=np.int16)
+        self._chunks.append((samples, frame))
+        self._buffered += samples.shape[0]
+        while self._buffered > self._max_samples and self._chunks:
+            dropped, _ = self._chunks.popleft()
+            self._buffered -= dropped.shape[0]
+            self.counters.flushed += dropped.shape[0]
+
+    def flush(self) -> None:
+        """Drop everything queued (barge-in: the user started speaking)."""
+        self.counters.flushed += self._buffered
+        self._chunks.clear()
+        self._buffered = 0
+
+    def _take(self, count: int) -> tuple[np.ndarray, bool]:
+        out = np.zeros(count, dtype=np.int16)
+        filled = 0
+        while filled < count and self._chunks:
+            samples, source = self._chunks[0]
+            if source is not None:  # first samples of this frame leave now
+                self._chunks[0] = (samples, None)
+                if self._on_sent is not None and source.deadline != float("inf"):
+                    latency = now() - source.capture_time
+                    self.counters.latency.observe(latency)
+                    self._on_sent("audio", latency, source)
+            take = min(count - filled, samples.shape[0])
+            out[filled : filled + take] = samples[:take]
+            filled += take
+            if take == samples.shape[0]:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = (samples[take:], None)
+        self._buffered -= filled
+        return out, filled > 0
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._next_time is None:
+            self._next_time = now()
+        else:
+            self._next_time += AUDIO_PACKET / AUDIO_RATE
+            wait = self._next_time - now()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            elif wait < -0.1:  # we fell behind (a stalled loop): resynchronise, don't burst
+                self._next_time = now()
+        samples, had_audio = self._take(AUDIO_PACKET)
+        if had_audio:
+            self.counters.sent += 1
+        else:
+            self.counters.repeated += 1
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, AUDIO_RATE)
+        self._pts += AUDIO_PACKET
+        return frame
+
+
+class TrackSink:
+    """The engine's sink for one session: media to the outbound tracks, interruptions flush audio."""
+
+    def __init__(self, video: ProcessedVideoTrack | None, audio: ProcessedAudioTrack | None) -> None:
+        self.video = video
+        self.audio = audio
+        self.listeners: list[Callable[[Frame], None]] = []
+
+    def deliver(self, frame: Frame) -> None:
+        if frame.kind is FrameKind.VIDEO and self.video is not None:
+            assert isinstance(frame, VideoFrame)
+            self.video.put(frame)
+        elif frame.kind is FrameKind.AUDIO and self.audio is not None:
+            assert isinstance(frame, AudioFrame)
+            self.audio.put(frame)
+        elif isinstance(frame, ControlFrame) and frame.control is ControlKind.INTERRUPTION and self.audio:
+            self.audio.flush()
+        for listener in self.listeners:
+            listener(frame)
