@@ -1,0 +1,30 @@
+"""Run an edge node inside the current event loop (tests, benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from ..server.app import create_app
+from ..server.settings import ServerSettings
+from ..stage import StageRegistry
+
+
+@asynccontextmanager
+async def running_node(
+    settings: ServerSettings | None = None, registry: StageRegistry | None = None
+) -> AsyncIterator[tuple[str, web.Application]]:
+    """Serve a node on 127.0.0.1 (a free port unless set); yields its base URL and app."""
+    settings = settings or ServerSettings(port=0, ice_loopback=True)
+    app = create_app(settings, registry)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", settings.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,119 @@
+"""A real aiortc peer against a real node on loopback: media round trip, events, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+
+from streamai.server.app import SESSIONS
+from streamai.server.settings import ServerSettings
+from streamai.testing.node import running_node
+from streamai.testing.peer import BarcodeVideoTrack, Probe, marker_audio, run_probe
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.1)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return predicate()
+
+
+async def test_python_peer_round_trip_through_transform_pipeline() -> None:
+    async with running_node() as (url, app):
+        report = await run_probe(url, "transform", seconds=4.0)
+        summary = report.summary()
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "webrtc-probe.json").write_text(json.dumps(summary, indent=2))
+        print("probe:", json.dumps(summary))
+        # video came back, transformed: the barcode reads, and reads inverted
+        assert report.video_frames > 30
+        assert report.video_decoded_barcodes > 30
+        assert report.video_inverted >= 0.95 * report.video_decoded_barcodes
+        # audio came back with the marker bursts' energy in it
+        assert report.audio_frames > 50
+        assert report.audio_rms > 300
+        assert report.audio_latency_ms, "no marker burst came back"
+        # events arrived on the data channel
+        kinds = {e["type"] for e in report.events}
+        assert {"latency", "stats", "pong"} <= kinds
+        # glass-to-glass on loopback: reported, with a generous sanity bound
+        p50 = summary["video"]["latency_p50_ms"]
+        assert p50 is not None and p50 < 1000
+        await wait_until(lambda: not app[SESSIONS].sessions, 5)
+        assert not app[SESSIONS].sessions
+
+
+async def test_session_api_lists_and_deletes() -> None:
+    async with running_node() as (url, app), aiohttp.ClientSession() as http:
+        probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
+        await probe.connect(http)
+        await asyncio.sleep(1.0)
+        async with http.get(f"{url}/v1/sessions") as response:
+            sessions = (await response.json())["sessions"]
+        assert [s["id"] for s in sessions] == [probe.report.session_id]
+        assert sessions[0]["pipeline"] == "transform"
+        assert sessions[0]["frames_in"] > 0 and sessions[0]["frames_out"] > 0
+        async with http.get(f"{url}/metrics") as response:
+            text = await response.text()
+        assert "streamai_sessions 1" in text
+        assert 'streamai_frames_in_total{pipeline="transform",kind="video"}' in text
+        assert "streamai_stage_service_seconds_bucket" in text
+        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+            assert response.status == 200
+        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+            assert response.status == 404
+        assert not app[SESSIONS].sessions
+        await probe.close(http, delete=False)
+
+
+async def test_peer_closing_without_delete_frees_session() -> None:
+    async with running_node() as (url, app), aiohttp.ClientSession() as http:
+        probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
+        await probe.connect(http)
+        await asyncio.sleep(0.5)
+        assert len(app[SESSIONS].sessions) == 1
+        await probe.close(http, delete=False)  # the peer closes; nobody calls DELETE
+        assert await wait_until(lambda: not app[SESSIONS].sessions, 5.0)
+
+
+async def test_peer_vanishing_frees_session_within_media_timeout() -> None:
+    settings = ServerSettings(port=0, ice_loopback=True, media_timeout_s=2.0)
+    async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
+        video = BarcodeVideoTrack()
+        audio = marker_audio()
+        probe = Probe(url, "transform", video=video, audio=audio)
+        await probe.connect(http)
+        await asyncio.sleep(0.5)
+        session = next(iter(app[SESSIONS].sessions.values()))
+        # the peer goes silent without closing anything (a killed tab, a pulled cable)
+        for sender in probe.pc.getSenders():  # type: ignore[union-attr]
+            await sender.stop()
+        assert await wait_until(lambda: not app[SESSIONS].sessions, 2.0 + 5.0)
+        assert session.close_reason is not None and "no media" in session.close_reason
+        await probe.close(http, delete=False)
+
+
+async def test_events_websocket_streams_events_and_takes_control() -> None:
+    async with running_node() as (url, _app), aiohttp.ClientSession() as http:
+        probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
+        await probe.connect(http)
+        async with http.ws_connect(f"{url}/v1/sessions/{probe.report.session_id}/events") as ws:
+            await ws.send_str(json.dumps({"type": "ping", "t": 1.0}))
+            await ws.send_str("{not json")
+            await ws.send_str(json.dumps({"type": "prompt", "text": "a bronze statue"}))
+            seen: dict[str, dict] = {}
+            async with asyncio.timeout(5):
+                while not {"pong", "error", "prompt", "latency"} <= set(seen):
+                    message = await ws.receive()
+                    event = json.loads(message.data)
+                    seen.setdefault(event["type"], event)
+        assert seen["pong"]["t"] == 1.0
+        assert seen["error"]["code"] == "bad_json"
+        assert seen["prompt"]["text"] == "a bronze statue"
+        await probe.close(http)
