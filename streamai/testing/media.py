@@ -266,7 +266,7 @@ def marker_track(
     while at + burst <= seconds:
         start = round(at * rate)
         track[start : start + len(pulse)] = pulse
-        onsets.append(start / rate)
+        onsets.append(float(start) / rate)
         at += period
     return track, onsets
 
@@ -331,7 +331,7 @@ def detect_bursts(
     for start in rising:
         if start / rate - last_end < min_gap and onsets:
             continue
-        onsets.append(start / rate)
+        onsets.append(float(start) / rate)
         ends = falling[falling > start]
         last_end = (ends[0] if len(ends) else len(above)) / rate
     return onsets
