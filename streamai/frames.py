@@ -87,6 +87,7 @@ class VideoFrame(Frame):
     image: np.ndarray
     pts: int = 0
     time_base: float = 1 / 90000
+    meta: dict[str, Any] = field(default_factory=dict)  # stage annotations (face box, prompt); copy to change
 
     kind = FrameKind.VIDEO
 
