@@ -27,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..frames import now
 from ..transport.ice import offer_loopback_candidates_only, rtc_configuration
+from ..transport.inbound import InboundCounters, take_newest
 from .media import SAMPLE_RATE, TestPattern, decode_barcode, detect_bursts, marker_track
 
 AUDIO_PACKET = 960
@@ -154,6 +155,7 @@ class ProbeReport:
     pipeline: str = ""
     connect_ms: float = 0.0
     video_frames: int = 0
+    video_skipped: int = 0  # frames a real-time viewer would not show: newer ones were already waiting
     video_decoded_barcodes: int = 0
     video_inverted: int = 0
     video_latency_ms: list[float] = field(default_factory=list)
@@ -183,6 +185,7 @@ class ProbeReport:
             "connect_ms": round(self.connect_ms, 1),
             "video": {
                 "frames": self.video_frames,
+                "skipped": self.video_skipped,
                 "barcodes": self.video_decoded_barcodes,
                 "inverted": self.video_inverted,
                 "latency_p50_ms": self._pct(self.video_latency_ms, 0.5),
@@ -286,10 +289,12 @@ class Probe:
 
     async def _read_video(self, track: MediaStreamTrack) -> None:
         sent_at = getattr(self.video, "sent_at", {})
+        counters = InboundCounters()
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
+                frame = take_newest(track, await track.recv(), counters)
                 arrived = now()
+                self.report.video_skipped = counters.skipped
                 image = frame.to_ndarray(format="rgb24")
                 report = self.report
                 report.video_frames += 1

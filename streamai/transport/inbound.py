@@ -46,7 +46,7 @@ def video_to_frame(frame: av.VideoFrame, captured: float) -> VideoFrame:
     )
 
 
-def _take_newest(track: MediaStreamTrack, frame: av.VideoFrame, counters: InboundCounters) -> av.VideoFrame:
+def take_newest(track: MediaStreamTrack, frame: av.VideoFrame, counters: InboundCounters) -> av.VideoFrame:
     """Skip past frames aiortc has already queued behind ``frame`` (its queue is not public)."""
     queue = getattr(track, "_queue", None)
     if not isinstance(queue, asyncio.Queue):
@@ -67,7 +67,7 @@ async def consume_track(track: MediaStreamTrack, submit: Callable[[Frame], None]
         while True:
             frame = await track.recv()
             if track.kind == "video":
-                frame = _take_newest(track, frame, counters)
+                frame = take_newest(track, frame, counters)
                 captured = now()
                 converted: Frame = video_to_frame(frame, captured)
             else:
