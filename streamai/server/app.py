@@ -288,6 +288,10 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app.router.add_get("/v1/pipelines", list_pipelines)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
+    if settings.debug_endpoints:
+        from .debug import debug_resources
+
+        app.router.add_get("/v1/debug/resources", debug_resources)
     add_static(app, settings.static_dir)
 
     async def close_sessions(app: web.Application) -> None:

@@ -38,6 +38,7 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
     retry_after_s: int = Field(5, ge=1)
+    debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: object) -> ServerSettings:
