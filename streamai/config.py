@@ -187,10 +187,10 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
                     else:
                         message = first["msg"]
                     raise fail((*prefix, index, "params", *field_loc), message) from None
-        names = config.stage_names()
-        duplicated = sorted({n for n in names if names.count(n) > 1})
-        if duplicated:
-            raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
+    names = config.stage_names()
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
     return config
 
 

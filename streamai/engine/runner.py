@@ -230,11 +230,17 @@ class PipelineRunner:
         self._routes = self._route_table()
 
     def _route_table(self) -> dict[FrameKind, list[StageRunner]]:
-        """Media kind -> the first stage of each branch that handles it (default: the first branch)."""
+        """Media kind -> the head of each branch that handles it (default: the first branch).
+
+        Branches whose first stage consumes the kind win; only when none does, a branch
+        with any stage consuming it (a generic stage deep in the video branch must not
+        pull in, and duplicate, the audio).
+        """
         routes: dict[FrameKind, list[StageRunner]] = {}
         first = next(iter(self.branches.values()))[0]
         for kind in (FrameKind.AUDIO, FrameKind.VIDEO, FrameKind.TEXT):
-            heads = [chain[0] for chain in self.branches.values() if any(kind in r.stage.consumes for r in chain)]
+            heads = [chain[0] for chain in self.branches.values() if kind in chain[0].stage.consumes]
+            heads = heads or [c[0] for c in self.branches.values() if any(kind in r.stage.consumes for r in c)]
             routes[kind] = heads or [first]
         return routes
 
