@@ -17,6 +17,7 @@ from ..frames import FrameKind
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
 from . import metrics
+from .protection import CLIENT, EntryGuard, Refused, bearer_token, guard_middleware, read_body
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", ServerSettings)
 LIBRARY = web.AppKey("library", PipelineLibrary)
 SESSIONS = web.AppKey("sessions", SessionManager)
+GUARD = web.AppKey("guard", EntryGuard)
 MODELS = web.AppKey("models", SharedModels)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -42,6 +44,9 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     except SessionError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+    except Refused as exc:
+        retry = max(1, round(exc.retry_after)) if exc.retry_after else None
+        return error_response(exc.status, exc.reason, exc.message, retry)
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "request body too large")
     except web.HTTPException as exc:
@@ -119,11 +124,8 @@ def default_pipeline(settings: ServerSettings, library: PipelineLibrary) -> str 
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[SETTINGS].max_body_bytes
-        raise SessionError(413, "too_large", f"request body over {limit} bytes") from None
+    settings = request.app[SETTINGS]
+    body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
@@ -147,7 +149,9 @@ async def create_session(request: web.Request) -> web.Response:
     offer_type = body.get("type", "offer")
     if offer_type != "offer":
         raise SessionError(400, "bad_sdp", "'type' must be 'offer'")
-    session, answer = await request.app[SESSIONS].create(config, body.get("sdp"), "offer", body.get("params"))
+    session, answer = await request.app[SESSIONS].create(
+        config, body.get("sdp"), "offer", body.get("params"), client=request.get(CLIENT), token=bearer_token(request)
+    )
     return web.json_response(
         {
             "session_id": session.id,
@@ -241,7 +245,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    return web.Response(text=metrics.render(request.app[SESSIONS]), content_type="text/plain", charset="utf-8")
+    text = metrics.render(request.app[SESSIONS], request.app[GUARD].metrics_lines())
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 def add_static(app: web.Application, static_dir: Path) -> None:
@@ -269,15 +274,23 @@ API: <a href="/v1/pipelines">/v1/pipelines</a>, <a href="/v1/sessions">/v1/sessi
 def create_app(settings: ServerSettings, registry: StageRegistry | None = None) -> web.Application:
     """The node's application; sessions are closed on shutdown."""
     registry = registry or StageRegistry()
+    models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s)
+    manager = SessionManager(settings, registry, resources=models)
+    guard = EntryGuard(settings.protection)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[cors_middleware(settings), errors_as_json, auth_middleware(settings)],
+        middlewares=[
+            cors_middleware(settings),
+            errors_as_json,
+            guard_middleware(guard, manager.open_sessions),
+            auth_middleware(settings),
+        ],
     )
-    models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s)
     app[SETTINGS] = settings
     app[LIBRARY] = PipelineLibrary(settings.pipelines_dir, registry)
     app[MODELS] = models
-    app[SESSIONS] = SessionManager(settings, registry, resources=models)
+    app[SESSIONS] = manager
+    app[GUARD] = guard
     for problem in app[LIBRARY].errors.values():
         log.warning("pipeline not offered: %s", problem)
     app.router.add_post("/v1/sessions", create_session)

@@ -67,6 +67,8 @@ class Session:
         on_closed: Any,
     ) -> None:
         self.id = uuid.uuid4().hex[:16]
+        self.client: str | None = None  # the address that opened it (entry-point caps)
+        self.token: str | None = None
         self.pipeline = config.name
         self.config = config
         self.settings = settings
@@ -281,8 +283,22 @@ class SessionManager:
     def active(self) -> int:
         return len(self.sessions) + self.pending
 
+    def open_sessions(self, client: str, token: str | None) -> tuple[int, int]:
+        """Sessions open now for this client address, and for this API token."""
+        sessions = list(self.sessions.values())
+        by_client = sum(1 for s in sessions if s.client == client)
+        by_token = sum(1 for s in sessions if token is not None and s.token == token)
+        return by_client, by_token
+
     async def create(
-        self, config: PipelineConfig, offer_sdp: object, offer_type: str = "offer", params: object = None
+        self,
+        config: PipelineConfig,
+        offer_sdp: object,
+        offer_type: str = "offer",
+        params: object = None,
+        *,
+        client: str | None = None,
+        token: str | None = None,
     ) -> tuple[Session, str]:
         """Open a session and answer its offer."""
         if self.active >= self.settings.max_sessions:
@@ -311,6 +327,7 @@ class SessionManager:
         session: Session | None = None
         try:
             session = Session(config, build_runner, self.settings, self._closed)
+            session.client, session.token = client, token
             answer = await session.negotiate(sdp, offer_type)
         except SessionError:
             if session is not None:

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..transport.ice import IceServer
+from .protection import ProtectionSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,6 +39,7 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
     retry_after_s: int = Field(5, ge=1)
+    protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)
 
     @classmethod

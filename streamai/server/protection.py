@@ -1,0 +1,172 @@
+"""Entry-point protection: per-client rate limits, concurrent-session caps, body limits, slow clients.
+
+Every refusal is a clear JSON error (429 with ``Retry-After``, 413, 408) and is
+counted by reason for ``/metrics``. Used by edge nodes and by the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..transport.control import TokenBucket
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SIGNALING_PREFIXES = ("/v1/", "/whip", "/whep")
+CLIENT = web.RequestKey("client", str)  # the client address the guard judged
+
+
+class ProtectionSettings(BaseModel):
+    """Limits on the signaling entry point; defaults suit one edge node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_s: float = Field(20, gt=0)  # signaling requests per client address
+    requests_burst: int = Field(40, ge=1)
+    sessions_per_min: float = Field(60, gt=0)  # session creations per client address
+    sessions_burst: int = Field(20, ge=1)
+    max_sessions_per_client: int = Field(8, ge=1)  # concurrent, per client address
+    max_sessions_per_token: int = Field(16, ge=1)  # concurrent, per API token
+    body_timeout_s: float = Field(10, gt=0)  # a client must send its whole body within this
+    trust_forwarded_for: bool = False  # take the client address from X-Forwarded-For (behind a proxy)
+    tracked_clients: int = Field(10_000, ge=100)  # bounded memory for per-client buckets
+
+
+class Refused(Exception):
+    """A request refused by a limit."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+class EntryGuard:
+    """The limits' state: buckets per client (LRU-bounded) and refusal counters."""
+
+    def __init__(self, settings: ProtectionSettings) -> None:
+        self.settings = settings
+        self.refusals: Counter[str] = Counter()
+        self._requests: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._sessions: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def client_of(self, request: web.Request) -> str:
+        if self.settings.trust_forwarded_for:
+            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+            if forwarded:
+                return forwarded
+        return request.remote or "unknown"
+
+    def _bucket(self, table: OrderedDict[str, TokenBucket], key: str, rate: float, burst: int) -> TokenBucket:
+        bucket = table.get(key)
+        if bucket is None:
+            bucket = table[key] = TokenBucket(rate, burst)
+            while len(table) > self.settings.tracked_clients:
+                table.popitem(last=False)
+        else:
+            table.move_to_end(key)
+        return bucket
+
+    def check_request(self, client: str) -> None:
+        s = self.settings
+        if not self._bucket(self._requests, client, s.requests_per_s, s.requests_burst).take():
+            raise Refused(429, "request_rate", "too many signaling requests from this address", 1 / s.requests_per_s)
+
+    def check_session(self, client: str, token: str | None, open_by_client: int, open_by_token: int) -> None:
+        s = self.settings
+        if open_by_client >= s.max_sessions_per_client:
+            raise Refused(429, "client_sessions", f"at most {s.max_sessions_per_client} sessions per address", 5)
+        if token is not None and open_by_token >= s.max_sessions_per_token:
+            raise Refused(429, "token_sessions", f"at most {s.max_sessions_per_token} sessions per API token", 5)
+        rate = s.sessions_per_min / 60
+        if not self._bucket(self._sessions, client, rate, s.sessions_burst).take():
+            raise Refused(429, "session_rate", "too many new sessions from this address", 1 / rate)
+
+    def refuse(self, exc: Refused) -> web.Response:
+        self.refusals[exc.reason] += 1
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
+        return web.json_response(
+            {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status, headers=headers
+        )
+
+    def metrics_lines(self) -> list[str]:
+        lines = [
+            "# HELP streamai_refusals_total Requests refused at the entry point, by reason.",
+            "# TYPE streamai_refusals_total counter",
+        ]
+        lines += [f'streamai_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.refusals.items())]
+        return lines
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:] or None if header.startswith("Bearer ") else None
+
+
+def creates_session(request: web.Request) -> bool:
+    """``POST /v1/sessions`` or a WHIP ingest ``POST /whip/{pipeline}``."""
+    if request.method != "POST":
+        return False
+    path = request.path.rstrip("/")
+    return path == "/v1/sessions" or (path.startswith("/whip/") and not path.startswith("/whip/sessions/"))
+
+
+def guard_middleware(guard: EntryGuard, open_sessions: Callable[[str, str | None], tuple[int, int]]) -> Any:
+    """Rate limits on signaling, session caps on session creation; stores the client key on the request."""
+
+    @web.middleware
+    async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(SIGNALING_PREFIXES) or request.method == "OPTIONS":
+            return await handler(request)
+        client = guard.client_of(request)
+        request[CLIENT] = client
+        try:
+            guard.check_request(client)
+            if creates_session(request):
+                token = bearer_token(request)
+                by_client, by_token = open_sessions(client, token)
+                guard.check_session(client, token, by_client, by_token)
+        except Refused as exc:
+            return guard.refuse(exc)
+        return await handler(request)
+
+    return protect
+
+
+async def read_body(request: web.Request, limit: int, timeout: float, guard: EntryGuard | None = None) -> bytes:
+    """The whole request body, or a 413 (too large) / 408 (sent too slowly) ``Refused``."""
+    if request.content_length is not None and request.content_length > limit:
+        raise _counted(guard, Refused(413, "too_large", f"request body over {limit} bytes"))
+    chunks: list[bytes] = []
+    size = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            chunk = await asyncio.wait_for(request.content.read(65536), remaining)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _counted(guard, Refused(413, "too_large", f"request body over {limit} bytes"))
+            chunks.append(chunk)
+    except TimeoutError:
+        raise _counted(guard, Refused(408, "slow_body", f"request body not received within {timeout:g} s")) from None
+    return b"".join(chunks)
+
+
+def _counted(guard: EntryGuard | None, exc: Refused) -> Refused:
+    if guard is not None:
+        guard.refusals[exc.reason] += 1
+    return exc

@@ -1,0 +1,104 @@
+"""The entry point protects itself: per-address rate limits, session caps, body size and slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+
+from streamai.server.app import GUARD, SESSIONS
+from streamai.server.protection import ProtectionSettings
+from streamai.server.settings import ServerSettings
+from streamai.testing.node import running_node
+from streamai.testing.peer import BarcodeVideoTrack, Probe
+
+
+def settings(**protection: object) -> ServerSettings:
+    return ServerSettings(port=0, ice_loopback=True, protection=ProtectionSettings(**protection))
+
+
+async def test_a_burst_from_one_address_is_limited_while_another_address_is_served() -> None:
+    node_settings = settings(sessions_per_min=60, sessions_burst=10, requests_per_s=1000, requests_burst=1000)
+    async with running_node(node_settings) as (url, app):
+        statuses: list[int] = []
+        async with aiohttp.ClientSession() as flood:
+            body = json.dumps({"pipeline": "transform", "sdp": "v=0 not really"})
+
+            async def one() -> None:
+                async with flood.post(f"{url}/v1/sessions", data=body) as response:
+                    statuses.append(response.status)
+                    if response.status == 429:
+                        assert int(response.headers["Retry-After"]) >= 1
+                        assert (await response.json())["error"]["code"] == "session_rate"
+
+            await asyncio.gather(*(one() for _ in range(200)))
+        assert statuses.count(429) >= 180  # burst of 10 (+ refill during the burst) then refused
+        assert statuses.count(400) >= 10  # the admitted ones reached the handler: their SDP was bad
+        assert 500 not in statuses
+        # another client address on the same machine is unaffected
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as http:
+            probe = Probe(url, "transform", video=BarcodeVideoTrack())
+            await probe.connect(http)
+            assert probe.report.session_id in app[SESSIONS].sessions
+            await probe.close(http)
+        assert app[GUARD].refusals["session_rate"] == statuses.count(429)
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as response:
+            assert 'streamai_refusals_total{reason="session_rate"}' in await response.text()
+        assert not app[SESSIONS].sessions
+
+
+async def test_concurrent_sessions_per_address_are_capped() -> None:
+    async with running_node(settings(max_sessions_per_client=2)) as (url, app), aiohttp.ClientSession() as http:
+        probes = [Probe(url, "transform", video=BarcodeVideoTrack()) for _ in range(2)]
+        for probe in probes:
+            await probe.connect(http)
+        async with http.post(f"{url}/v1/sessions", json={"pipeline": "transform", "sdp": "v=0"}) as response:
+            assert response.status == 429
+            assert (await response.json())["error"]["code"] == "client_sessions"
+        for probe in probes:
+            await probe.close(http)
+        assert not app[SESSIONS].sessions
+
+
+async def test_signaling_request_rate_is_limited() -> None:
+    async with running_node(settings(requests_per_s=5, requests_burst=5)) as (url, _app):
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(20):
+                async with http.get(f"{url}/v1/pipelines") as response:
+                    statuses.append(response.status)
+            async with http.get(f"{url}/healthz") as response:
+                assert response.status == 200  # health is not signaling: never limited
+        assert statuses[:5] == [200] * 5
+        assert statuses.count(429) >= 12
+
+
+async def test_oversized_body_gets_413_before_it_is_read() -> None:
+    async with running_node() as (url, app), aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/v1/sessions", data=b"{" + b" " * 2_000_000 + b"}") as response:
+            assert response.status == 413
+            assert (await response.json())["error"]["code"] == "too_large"
+        assert app[GUARD].refusals["too_large"] == 1
+
+
+async def test_a_client_sending_its_body_byte_by_byte_gets_408() -> None:
+    async with running_node(settings(body_timeout_s=1.0)) as (url, app):
+        host, port = url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        body = json.dumps({"pipeline": "transform", "sdp": "v=0"}).encode()
+        writer.write(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        await writer.drain()
+        for byte in body[:6]:  # trickle: one byte every 0.3 s, far past the 1 s budget
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.3)
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+        writer.close()
+        assert b" 408 " in status_line
+        assert app[GUARD].refusals["slow_body"] == 1
+        assert not app[SESSIONS].sessions and app[SESSIONS].pending == 0
