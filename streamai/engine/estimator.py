@@ -28,6 +28,11 @@ class ServiceTimeEstimator:
         self.mean += self.alpha * error
         self.deviation += self.alpha * (abs(error) - self.deviation)
 
+    def forget(self) -> None:
+        """Drop the history: the next sample starts the estimate afresh (a probe after a stale outlier)."""
+        self.mean = None
+        self.deviation = 0.0
+
     @property
     def estimate(self) -> float:
         """A high estimate of the next service time, in seconds."""

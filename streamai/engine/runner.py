@@ -28,6 +28,7 @@ from .stats import PipelineStats, StageStats
 log = logging.getLogger(__name__)
 
 SEND_COST_S = 0.002  # fixed allowance for handing a frame to the transport
+PROBE_AFTER_S = 1.0  # a stage that refused every frame this long admits one, so a stale estimate can recover
 
 
 class Sink(Protocol):
@@ -80,6 +81,7 @@ class StageRunner:
         self.downstream: list[StageRunner] = []
         self.next: Callable[[Frame], None] = pipeline.deliver
         self.consecutive_errors = 0
+        self.refusing_since: float | None = None
         self.task: asyncio.Task[None] | None = None
         stage.bind(self.emit)
         stage.can_make_it = self.can_make_it  # type: ignore[method-assign]
@@ -144,8 +146,15 @@ class StageRunner:
             self.drop(frame, "expired")
             return False
         if at + self.remaining() > deadline:
+            if self.refusing_since is None:
+                self.refusing_since = at
+            elif at - self.refusing_since >= PROBE_AFTER_S:
+                self.refusing_since = None  # probe: one slow outlier must not refuse every frame forever
+                self.estimator.forget()
+                return True
             self.drop(frame, "would_miss")
             return False
+        self.refusing_since = None
         return True
 
     async def _control(self, frame: ControlFrame) -> None:
