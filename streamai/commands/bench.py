@@ -1,7 +1,8 @@
 """``streamai bench NAME``: benchmarks, one module each in ``streamai.bench``; all print and write JSON.
 
-A benchmark module defines ``add_arguments(parser)`` and ``async def measure(args) -> dict``
-(or a plain ``measure``). The result is printed and written to ``--out``.
+A benchmark module defines ``add_arguments(parser)`` and ``measure(args) -> dict``
+(async or not) whose result holds a ``"summary"`` string. A module is imported only
+when its benchmark runs, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import os
 import pkgutil
 import platform
 import sys
@@ -25,39 +27,44 @@ def available() -> list[str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="run a benchmark: " + ", ".join(available()))
-    names = parser.add_subparsers(dest="bench", metavar="NAME", required=True)
-    for name in available():
-        module = importlib.import_module(f"streamai.bench.{name}")
-        sub = names.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        sub.add_argument("--out", default=f"bench-results/{name}.json", help="where to write the JSON result")
-        module.add_arguments(sub)
-        sub.set_defaults(func=run, module=module)
+    parser = subparsers.add_parser(
+        "bench", help="run a benchmark: " + ", ".join(available()), add_help=False, prefix_chars="\0"
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    rest: list[str] = args.rest
+    names = available()
+    if not rest or rest[0] not in names:
+        print(f"usage: streamai bench NAME [options]   (NAME: {', '.join(names)})", file=sys.stderr)
+        return 0 if rest and rest[0] in ("-h", "--help") else 2
+    name = rest[0]
+    module = importlib.import_module(f"streamai.bench.{name}")
+    parser = argparse.ArgumentParser(prog=f"streamai bench {name}", description=(module.__doc__ or "").strip())
+    parser.add_argument("--out", default=f"bench-results/{name}.json", help="where to write the JSON result")
+    module.add_arguments(parser)
+    options = parser.parse_args(rest[1:])
     started = time.time()
-    result = args.module.measure(args)
+    result = module.measure(options)
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
     report = {
-        "benchmark": args.bench,
+        "benchmark": name,
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": round(time.time() - started, 2),
-        "machine": {"cpus": _cpus(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         **result,
     }
-    out = Path(args.out)
+    out = Path(options.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    summary = report.get("summary")
-    if summary:
-        print(summary)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    if report.get("summary"):
+        print(report["summary"])
     print(f"wrote {out}", file=sys.stderr)
     return 0
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
