@@ -76,9 +76,9 @@ def load_pipeline(folder: Path, device: str, dtype_name: str, tiny_vae: str | No
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelNotAvailable("device 'cuda' requested but torch sees no CUDA GPU on this node")
     dtype = torch.float16 if dtype_name == "float16" else torch.float32
-    pipe = AutoPipelineForImage2Image.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
+    pipe = AutoPipelineForImage2Image.from_pretrained(folder, dtype=dtype, local_files_only=True)
     if tiny_vae:
-        pipe.vae = AutoencoderTiny.from_pretrained(tiny_vae, torch_dtype=dtype, local_files_only=True)
+        pipe.vae = AutoencoderTiny.from_pretrained(tiny_vae, dtype=dtype, local_files_only=True)
     pipe = pipe.to(device)
     if device == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)

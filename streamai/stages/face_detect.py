@@ -46,6 +46,7 @@ class FaceDetectParams(BaseModel):
     min_face: float = Field(0.08, gt=0, le=1, description="smallest face, as a fraction of the frame height")
     hold_frames: int = Field(30, ge=0, description="frames to keep the last box when the face is not found")
     no_face: Literal["center", "skip"] = "center"
+    single_thread: bool = Field(True, description="run OpenCV on one thread (it shares the CPU with the model)")
 
 
 class BoxTracker:
@@ -117,6 +118,8 @@ class FaceDetect(Stage):
     async def start(self) -> None:
         import cv2
 
+        if self.params.single_thread:
+            cv2.setNumThreads(1)  # process-wide: leave the cores to the model instead of oversubscribing them
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
         self._cv2: Any = cv2
         self._cascade = cv2.CascadeClassifier(path)
