@@ -301,6 +301,9 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app.router.add_get("/v1/pipelines", list_pipelines)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
+    from .whip import add_routes as add_whip_routes
+
+    add_whip_routes(app)
     if settings.debug_endpoints:
         from .debug import debug_resources
 

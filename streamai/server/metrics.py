@@ -81,5 +81,20 @@ def render(manager: SessionManager, extra: Iterable[str] = ()) -> str:
     ]
     for pipeline, histogram in sorted(end_to_end.items()):
         _histogram(lines, "streamai_video_latency_seconds", histogram, pipeline=pipeline)
+    viewers: Counter[str] = Counter()
+    viewer_latency: defaultdict[str, Histogram] = defaultdict(Histogram)
+    for session in manager.sessions.values():
+        viewers[session.pipeline] += len(session.viewers)
+        for viewer in session.viewers.values():
+            viewer_latency[session.pipeline].merge(viewer.latency)
+    lines += ["# HELP streamai_viewers WHEP viewers watching sessions.", "# TYPE streamai_viewers gauge"]
+    for pipeline, count in sorted(viewers.items()):
+        lines.append(f"streamai_viewers{_labels(pipeline=pipeline)} {count}")
+    lines += [
+        "# HELP streamai_viewer_latency_seconds Capture to a viewer's sender, processed video (WHEP).",
+        "# TYPE streamai_viewer_latency_seconds histogram",
+    ]
+    for pipeline, histogram in sorted(viewer_latency.items()):
+        _histogram(lines, "streamai_viewer_latency_seconds", histogram, pipeline=pipeline)
     lines.extend(extra)
     return "\n".join(lines) + "\n"

@@ -92,6 +92,7 @@ class Session:
         self._on_closed = on_closed
         self._connected_at: float | None = None
         self._reported_drops: Counter[tuple[str, str]] = Counter()
+        self.viewers: dict[str, Any] = {}  # WHEP viewers of the processed output (server/whip.py)
 
     # -- negotiation -----------------------------------------------------------
     async def negotiate(self, offer_sdp: str, offer_type: str = "offer") -> str:
@@ -235,6 +236,7 @@ class Session:
         log.info("session %s (%s) closing: %s", self.id, self.pipeline, reason)
         self.events.emit("state", state="closed", reason=reason)
         self._send_to_channel({"type": "state", "state": "closed", "reason": reason, "t": time.time()})
+        await asyncio.gather(*(v.close("session ended") for v in list(self.viewers.values())), return_exceptions=True)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -262,6 +264,7 @@ class Session:
             "drops": stats.total_drops(),
             "drops_by_stage": stats.drops(),
             "video_sent": self.video_out.counters.sent,
+            "viewers": len(self.viewers),
             "video_latency": self.video_out.counters.latency.summary_ms(),
             "audio_latency": self.audio_out.counters.latency.summary_ms(),
         }

@@ -39,6 +39,7 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
     retry_after_s: int = Field(5, ge=1)
+    max_viewers: int = Field(16, ge=0)  # WHEP viewers per session (server/whip.py)
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)
 
