@@ -1,0 +1,1 @@
+"""Helpers of the speech stages (vad, asr, translate, tts): audio, text, Whisper decoding, latency."""

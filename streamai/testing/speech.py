@@ -1,0 +1,91 @@
+"""Test speech made at test time with espeak-ng (GPL-3 program; the generated audio is ours), and feeders.
+
+``speak(text)`` returns int16 (n, 1) audio at 48 kHz; ``utterance_clip`` pads it with
+silence so a VAD can find its start and end. ``feed`` sends 20 ms frames into a
+``PipelineRunner`` at real-time pace (``speed=1``) or faster, and returns the capture
+time of the last frame that carried speech (the "speech end" an outside observer sees).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+
+from ..frames import AudioFrame, ControlFrame, ControlKind, now
+from ..speech.audio import resample_once
+
+RATE = 48_000
+FRAME = 960  # 20 ms at 48 kHz
+
+SENTENCES = {
+    "station": "good morning, where is the train station",
+    "coffee": "I would like a cup of coffee, please",
+    "weather": "the weather is very nice today",
+    "help": "can you help me find my hotel",
+}
+
+
+class EspeakMissing(RuntimeError):
+    """espeak-ng is not installed (apt-get install espeak-ng)."""
+
+
+def speak(text: str, voice: str = "en-us", words_per_minute: int = 160, rate: int = RATE) -> np.ndarray:
+    """Synthesize ``text`` with espeak-ng: int16 (n, 1) at ``rate``."""
+    program = shutil.which("espeak-ng")
+    if program is None:
+        raise EspeakMissing("test speech needs espeak-ng: apt-get install -y espeak-ng")
+    wav = subprocess.run(
+        [program, "-v", voice, "-s", str(words_per_minute), "--stdout", text], check=True, capture_output=True
+    ).stdout
+    with wave.open(io.BytesIO(wav), "rb") as reader:
+        source_rate = reader.getframerate()
+        samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
+    return resample_once(samples, source_rate, rate).reshape(-1, 1)
+
+
+def silence(seconds: float, rate: int = RATE) -> np.ndarray:
+    return np.zeros((int(seconds * rate), 1), np.int16)
+
+
+def voiced_end(samples: np.ndarray, rate: int = RATE, floor: int = 300) -> float:
+    """Seconds from the clip start to the end of its last loud sample."""
+    loud = np.flatnonzero(np.abs(samples[:, 0].astype(np.int32)) > floor)
+    return (loud[-1] + 1) / rate if len(loud) else 0.0
+
+
+def utterance_clip(text: str, lead_s: float = 0.4, trail_s: float = 0.8, **kwargs: object) -> np.ndarray:
+    """Silence, the spoken text, silence: one utterance for a VAD."""
+    return np.concatenate([silence(lead_s), speak(text, **kwargs), silence(trail_s)])  # type: ignore[arg-type]
+
+
+async def feed(runner: object, samples: np.ndarray, speed: float = 1.0, rate: int = RATE, eos: bool = False) -> float:
+    """Submit ``samples`` as 20 ms frames; real-time pace when ``speed`` is 1, faster when greater.
+
+    Returns the capture time of the frame holding the clip's last voiced sample.
+    """
+    frame = rate // 50
+    end_index = int(voiced_end(samples, rate) * rate)
+    start = now()
+    speech_end = start
+    for index, offset in enumerate(range(0, len(samples), frame)):
+        chunk = samples[offset : offset + frame]
+        if len(chunk) < frame:
+            chunk = np.concatenate([chunk, np.zeros((frame - len(chunk), chunk.shape[1]), np.int16)])
+        due = start + (index + 1) * frame / rate / speed
+        delay = due - now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)
+        out = AudioFrame(samples=chunk, sample_rate=rate, pts=offset)
+        if offset <= end_index < offset + frame:
+            speech_end = out.capture_time
+        runner.submit(out)  # type: ignore[attr-defined]
+    if eos:
+        runner.submit(ControlFrame(control=ControlKind.END_OF_STREAM))  # type: ignore[attr-defined]
+    return speech_end
