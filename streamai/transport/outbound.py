@@ -60,6 +60,13 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self._pending = frame
         self._arrived.set()
 
+    def stop(self) -> None:
+        """End the track and let go of its frames: a sent frame keeps the encoder's scaler (and its
+        threads) alive, and closed sessions are kept a while for metrics."""
+        super().stop()
+        self._pending = None
+        self._last = None
+
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
