@@ -45,6 +45,10 @@ def resources(manager: SessionManager) -> dict[str, Any]:
             peer_connections_open += item.connectionState != "closed"
         elif isinstance(item, Session):
             session_objects += 1
+    thread_names: dict[str, int] = {}
+    for thread in threading.enumerate():
+        family = thread.name.split("_")[0].rstrip("-0123456789 ()") or "thread"
+        thread_names[family] = thread_names.get(family, 0) + 1
     tasks = asyncio.all_tasks()
     task_names: dict[str, int] = {}
     for task in tasks:
@@ -58,6 +62,7 @@ def resources(manager: SessionManager) -> dict[str, Any]:
         "rss_bytes": _rss_bytes(),
         "open_fds": _open_fds(),
         "threads": threading.active_count(),
+        "threads_by_name": dict(sorted(thread_names.items())),
         "asyncio_tasks": len(tasks),
         "asyncio_tasks_by_name": dict(sorted(task_names.items())),
         "peer_connections": peer_connections,
