@@ -127,10 +127,16 @@ class AvatarDiffusion(Stage):
             release()
 
     async def on_control(self, frame: ControlFrame) -> None:
-        if frame.control is ControlKind.PROMPT:
-            text = frame.data.get("text", frame.data.get("prompt"))
-            if isinstance(text, str) and text.strip():
-                self._prompt = text.strip()
+        """PROMPT ``{"text": ...}``, or PARAMS ``{"prompt": ...}`` / ``{stage_name: {"prompt": ...}}``."""
+        data = frame.data
+        if frame.control is ControlKind.PARAMS:
+            own = data.get(self.context.name)
+            data = own if isinstance(own, dict) else data
+        elif frame.control is not ControlKind.PROMPT:
+            return
+        text = data.get("text", data.get("prompt"))
+        if isinstance(text, str) and text.strip():
+            self._prompt = text.strip()
 
     async def _embeddings(self) -> tuple[Any, Any]:
         """Prompt embeddings for the current prompt, computed only when it changed."""
