@@ -91,7 +91,8 @@ export interface LatencyEvent extends ServerEventBase {
   speech_end_to_first_audio_ms?: number | null;
 }
 export interface DropEvent extends ServerEventBase { type: 'drop'; stage: string | null; reason: string; count: number }
-export interface StatsEvent extends ServerEventBase { type: 'stats'; frames_in: number; frames_out: number; drops: number }
+/** frames_in/frames_out: a total, or counts per media kind ({video, audio}). */
+export interface StatsEvent extends ServerEventBase { type: 'stats'; frames_in: number | Record<string, number>; frames_out: number | Record<string, number>; drops: number }
 export interface PromptEvent extends ServerEventBase { type: 'prompt'; text: string }
 export interface ServerStateEvent extends ServerEventBase { type: 'state'; state: string; source: 'server' }
 export interface ClientStateEvent { type: 'state'; source: 'client'; state: SessionState; previous: SessionState; error?: StreamaiError }
@@ -102,17 +103,20 @@ export interface Percentiles { p50: number | null; p95: number | null; n: number
 export interface Metrics {
   /** Always true: glass-to-glass is estimated, not measured. */
   estimate: true;
+  /** 'video' (glass-to-glass) when video latency samples arrive, else 'audio' (mouth-to-ear). */
+  kind: 'video' | 'audio';
   label: string;
   glassToGlass: Percentiles;
   server: Percentiles;
   audioServer: Percentiles;
-  components: { serverMs: number | null; networkMs: number | null; jitterBufferMs: number | null; encodeMs: number | null; decodeMs: number | null };
+  /** encodeMs/decodeMs only on the video path. */
+  components: { serverMs: number | null; networkMs: number | null; jitterBufferMs: number | null; encodeMs?: number | null; decodeMs?: number | null };
   /** Components not known yet (counted as 0 in the estimate). */
   missing: string[];
   rttMs: number | null;
   dropsPerSec: number | null;
   receiveDropsPerSec: number | null;
-  serverCounters: { frames_in: number | null; frames_out: number | null; drops: number | null };
+  serverCounters: { frames_in: number | Record<string, number> | null; frames_out: number | Record<string, number> | null; drops: number | null };
   receive: { framesDecoded: number; framesDropped: number; fps: number | null; width: number | null; height: number | null; audioPacketsReceived: number | null } | null;
   utterance: { speechEndToTranscriptMs: number | null; speechEndToTranslationMs: number | null; speechEndToFirstAudioMs: number | null } | null;
 }

@@ -21,6 +21,15 @@ export const MAX_MESSAGE_BYTES = 16 * 1024;
 
 const num = (v) => (typeof v === 'number' && Number.isFinite(v) ? v : v == null || v === '' ? null : Number.isFinite(Number(v)) ? Number(v) : null);
 const str = (v) => (v == null ? '' : String(v));
+/** A counter: a number, or per-kind counts like {video: 120, audio: 300} (kept as an object). */
+const counter = (v) => {
+  if (v && typeof v === 'object' && !Array.isArray(v)) {
+    const out = {};
+    for (const [k, x] of Object.entries(v)) out[k] = num(x) ?? 0;
+    return out;
+  }
+  return num(v) ?? 0;
+};
 const bool = (v) => v === true || v === 'true' || v === 1;
 
 /** Per-type normalisation: fields get their documented types so handlers need no guards. */
@@ -36,7 +45,7 @@ const NORMALISERS = {
     return out;
   },
   drop: (e) => ({ ...e, stage: e.stage == null ? null : str(e.stage), reason: str(e.reason), count: num(e.count) ?? 1 }),
-  stats: (e) => ({ ...e, frames_in: num(e.frames_in) ?? 0, frames_out: num(e.frames_out) ?? 0, drops: num(e.drops) ?? 0 }),
+  stats: (e) => ({ ...e, frames_in: counter(e.frames_in), frames_out: counter(e.frames_out), drops: num(e.drops) ?? 0 }),
   prompt: (e) => ({ ...e, text: str(e.text) }),
   error: (e) => ({ ...e, message: str(e.message || e.error || 'server error'), fatal: bool(e.fatal) }),
   state: (e) => ({ ...e, state: str(e.state) }),

@@ -6,6 +6,8 @@
 //   jitterBuffer= browser receive jitter-buffer delay per frame (jitterBufferDelay / jitterBufferEmittedCount)
 //   encode      = browser send-side encode time per frame (totalEncodeTime / framesEncoded)
 //   decode      = browser decode time per frame (totalDecodeTime / framesDecoded)
+// Pipelines that return no video latency samples (speech) get the audio path instead:
+//   server audio in->out + RTT/2 + the audio jitter-buffer delay.
 // It leaves out camera capture and display (a few ms to a frame interval each) and the network's
 // second half on the send path beyond the symmetric assumption, so it reads low by roughly one frame.
 
@@ -185,7 +187,7 @@ export class LatencyEstimator {
     this.rtts = new SlidingWindow(this.windowMs, 50);
     /** client-side components over time, to pair each server sample with what held at that moment */
     this.components = new SlidingWindow(this.windowMs + 5000, 200);
-    this.current = { rttMs: null, candidateRttMs: null, jitterBufferMs: null, encodeMs: null, decodeMs: null };
+    this.current = { rttMs: null, candidateRttMs: null, jitterBufferMs: null, encodeMs: null, decodeMs: null, audioJitterBufferMs: null };
     this.drops = new RateMeter(opts.rateWindowMs ?? 5000);
     this.receiveDrops = new RateMeter(opts.rateWindowMs ?? 5000);
     this.utterance = null;
@@ -224,6 +226,7 @@ export class LatencyEstimator {
     if (sample.encodeMs != null) this.current.encodeMs = sample.encodeMs;
     if (sample.decodeMs != null) this.current.decodeMs = sample.decodeMs;
     if (sample.candidateRttMs != null) this.current.candidateRttMs = sample.candidateRttMs;
+    if (sample.audio && sample.audio.jitterBufferMs != null) this.current.audioJitterBufferMs = sample.audio.jitterBufferMs;
     if (sample.video) {
       this.receiveDrops.observeTotal(now, sample.video.framesDropped || 0);
       this.receive = { ...sample.video, audioPacketsReceived: sample.audio ? sample.audio.packetsReceived : null };
@@ -243,7 +246,7 @@ export class LatencyEstimator {
   }
 
   /** Client-side part added to a server sample taken at time t. */
-  _clientPartAt(t) {
+  _clientPartAt(t, kind = 'video') {
     const items = this.components.items;
     let comp = null;
     for (let i = items.length - 1; i >= 0; i--) {
@@ -253,28 +256,40 @@ export class LatencyEstimator {
       }
     }
     if (!comp) comp = items.length ? items[0].v : this.current;
-    return clientPart(comp);
+    return clientPart(comp, kind);
   }
 
   snapshot(now) {
-    const serverSamples = this.serverVideo.items.filter((i) => i.t >= now - this.windowMs);
-    const estimates = serverSamples.map((i) => i.v + this._clientPartAt(i.t).total);
-    const cur = clientPart(this.current);
-    const serverValues = serverSamples.map((i) => i.v);
-    const audioValues = this.serverAudio.values(now);
+    const videoSamples = this.serverVideo.items.filter((i) => i.t >= now - this.windowMs);
+    const audioSamples = this.serverAudio.items.filter((i) => i.t >= now - this.windowMs);
+    // video when the pipeline returns video latency samples, else the audio path (speech pipelines)
+    const kind = videoSamples.length || !audioSamples.length ? 'video' : 'audio';
+    const samples = kind === 'video' ? videoSamples : audioSamples;
+    const estimates = samples.map((i) => i.v + this._clientPartAt(i.t, kind).total);
+    const cur = clientPart(this.current, kind);
+    const serverValues = videoSamples.map((i) => i.v);
+    const audioValues = audioSamples.map((i) => i.v);
+    const basis = samples.map((i) => i.v);
     return {
       estimate: true,
-      label: 'estimated glass-to-glass (server in→out + ½ ping RTT + jitter buffer + encode + decode)',
+      kind,
+      label:
+        kind === 'video'
+          ? 'estimated glass-to-glass (server in→out + ½ ping RTT + jitter buffer + encode + decode)'
+          : 'estimated mouth-to-ear (server audio in→out + ½ ping RTT + audio jitter buffer)',
       glassToGlass: { p50: round1(percentile(estimates, 50)), p95: round1(percentile(estimates, 95)), n: estimates.length },
       server: { p50: round1(percentile(serverValues, 50)), p95: round1(percentile(serverValues, 95)), n: serverValues.length },
       audioServer: { p50: round1(percentile(audioValues, 50)), p95: round1(percentile(audioValues, 95)), n: audioValues.length },
-      components: {
-        serverMs: round1(percentile(serverValues, 50)),
-        networkMs: round1(cur.network),
-        jitterBufferMs: round1(this.current.jitterBufferMs),
-        encodeMs: round1(this.current.encodeMs),
-        decodeMs: round1(this.current.decodeMs),
-      },
+      components:
+        kind === 'video'
+          ? {
+              serverMs: round1(percentile(basis, 50)),
+              networkMs: round1(cur.network),
+              jitterBufferMs: round1(this.current.jitterBufferMs),
+              encodeMs: round1(this.current.encodeMs),
+              decodeMs: round1(this.current.decodeMs),
+            }
+          : { serverMs: round1(percentile(basis, 50)), networkMs: round1(cur.network), jitterBufferMs: round1(this.current.audioJitterBufferMs) },
       missing: cur.missing,
       rttMs: round1(this.current.rttMs ?? this.current.candidateRttMs),
       dropsPerSec: round1(this.drops.rate(now)),
@@ -286,12 +301,16 @@ export class LatencyEstimator {
   }
 }
 
-/** Sum of the client-side components, with which ones are still unknown. */
-export function clientPart(c) {
+/** Sum of the client-side components for a video (or audio) sample, with which are still unknown. */
+export function clientPart(c, kind = 'video') {
   const missing = [];
   const rtt = c.rttMs ?? c.candidateRttMs;
   const network = rtt == null ? null : rtt / 2;
   if (network == null) missing.push('network');
+  if (kind === 'audio') {
+    if (c.audioJitterBufferMs == null) missing.push('jitterBuffer');
+    return { total: (network ?? 0) + (c.audioJitterBufferMs ?? 0), network, missing };
+  }
   if (c.jitterBufferMs == null) missing.push('jitterBuffer');
   if (c.encodeMs == null) missing.push('encode');
   if (c.decodeMs == null) missing.push('decode');

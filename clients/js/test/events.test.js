@@ -23,6 +23,12 @@ test('parses every documented server event with typed fields', () => {
   }
 });
 
+test('stats counters may be totals or per-kind objects', () => {
+  const r = parseServerMessage(JSON.stringify({ type: 'stats', frames_in: { video: 30, audio: '50' }, frames_out: 12, drops: 1, t: 1 }));
+  assert.deepEqual(r.event.frames_in, { video: 30, audio: 50 });
+  assert.equal(r.event.frames_out, 12);
+});
+
 test('utterance latency keeps its three numbers', () => {
   const r = parseServerMessage(
     JSON.stringify({ type: 'latency', kind: 'utterance', speech_end_to_transcript_ms: 210, speech_end_to_translation_ms: 260, speech_end_to_first_audio_ms: 420, t: 3 }),

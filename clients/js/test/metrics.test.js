@@ -134,6 +134,22 @@ test('drops per second from server stats events, else from drop events; bad late
   assert.deepEqual(s2.utterance, { speechEndToTranscriptMs: 300, speechEndToTranslationMs: 350, speechEndToFirstAudioMs: 480 });
 });
 
+test('no video samples (speech pipelines): the estimate follows the audio path', () => {
+  const est = new LatencyEstimator();
+  est.observeRtt(8, 0);
+  est.observeRtcStats({ jitterBufferMs: null, encodeMs: null, decodeMs: null, audio: { jitterBufferMs: 40, packetsReceived: 10 } }, 0);
+  est.observeLatency({ kind: 'audio', ms: 20 }, 100);
+  est.observeLatency({ kind: 'audio', ms: 30 }, 200);
+  const snap = est.snapshot(300);
+  assert.equal(snap.kind, 'audio');
+  assert.match(snap.label, /mouth-to-ear/);
+  assert.equal(snap.glassToGlass.p50, 25 + 4 + 40);
+  assert.deepEqual(snap.missing, []);
+  assert.deepEqual(snap.components, { serverMs: 25, networkMs: 4, jitterBufferMs: 40 });
+  est.observeLatency({ kind: 'video', ms: 10 }, 250);
+  assert.equal(est.snapshot(300).kind, 'video');
+});
+
 test('clientPart falls back to the ICE candidate-pair RTT', () => {
   assert.deepEqual(clientPart({ rttMs: null, candidateRttMs: 4, jitterBufferMs: 1, encodeMs: 1, decodeMs: 1 }), { total: 5, network: 2, missing: [] });
 });
