@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "validate",
     "run",
     "serve",
+    "router",
     "probe",
     "bench",
 )

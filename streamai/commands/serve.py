@@ -19,7 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ice-loopback", action="store_true", default=None, help="offer only 127.0.0.1 ICE candidates (tests, demos)"
     )
     parser.add_argument("--audio-prefetch", type=int, help="aiortc audio jitter prefetch in packets (default 4)")
+    parser.add_argument("--router", dest="router_url", help="register with this fleet router (streamai router)")
+    parser.add_argument("--region", help="this node's region (fleet routing, per-region models)")
+    parser.add_argument("--node-id", help="this node's id in the fleet (default <hostname>-<port>)")
+    parser.add_argument("--location", type=_lat_lon, help="this node's location as lat,lon")
+    parser.add_argument("--public-url", help="URL clients use to reach this node (default http://host:port)")
+    parser.add_argument("--ray-address", help="Ray cluster for remote stages ('auto', 'ray://...', or 'local')")
     parser.set_defaults(func=run)
+
+
+def _lat_lon(text: str) -> tuple[float, float]:
+    lat, _, lon = text.partition(",")
+    try:
+        return float(lat), float(lon)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected lat,lon (e.g. 52.37,4.90)") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
             token=args.token,
             ice_loopback=args.ice_loopback,
             audio_prefetch=args.audio_prefetch,
+            router_url=args.router_url,
+            region=args.region,
+            node_id=args.node_id,
+            location=args.location,
+            public_url=args.public_url,
+            ray_address=args.ray_address,
         )
     except (OSError, ValidationError) as exc:
         print(f"error: bad node settings: {exc}", file=sys.stderr)

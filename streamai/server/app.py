@@ -308,6 +308,10 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
         from .debug import debug_resources
 
         app.router.add_get("/v1/debug/resources", debug_resources)
+    if settings.router_url or settings.ray_address:
+        from ..fleet.agent import attach_fleet
+
+        attach_fleet(app)
     add_static(app, settings.static_dir)
 
     async def close_sessions(app: web.Application) -> None:

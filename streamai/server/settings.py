@@ -39,6 +39,13 @@ class ServerSettings(BaseModel):
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
     retry_after_s: int = Field(5, ge=1)
+    # fleet (streamai/fleet, docs/fleet.md): register with a router, run remote stages on Ray Serve
+    router_url: str | None = None  # heartbeat to this router (``streamai router``)
+    region: str | None = None  # this node's region (routing; ``region_models`` of pipelines)
+    node_id: str | None = None  # default: <hostname>-<port>
+    location: tuple[float, float] | None = None  # lat, lon
+    public_url: str | None = None  # how clients reach this node (default http://host:port)
+    ray_address: str | None = None  # Ray cluster for placement remote/auto stages ("local": start one here)
     max_viewers: int = Field(16, ge=0)  # WHEP viewers per session (server/whip.py)
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)

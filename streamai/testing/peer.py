@@ -225,8 +225,11 @@ class Probe:
         audio: MediaStreamTrack | None = None,
         token: str | None = None,
         loopback: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.extra_headers = dict(headers or {})  # e.g. X-Client-Region for a fleet router
+        self.answer: dict[str, Any] = {}
         self.pipeline = pipeline
         self.params = params
         self.video = video
@@ -242,7 +245,8 @@ class Probe:
             offer_loopback_candidates_only()
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {**self.extra_headers, **auth}
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
         self.pc = pc = RTCPeerConnection(rtc_configuration([]))
@@ -261,6 +265,9 @@ class Probe:
             if response.status != 200:
                 raise ProbeError(response.status, answer)
         self.report.session_id = answer["session_id"]
+        self.answer = answer  # the node's (or a fleet router's) JSON answer
+        redirected = str(response.url.origin()) if response.history else None  # a router's 307
+        self.url = (answer.get("node_url") or redirected or self.url).rstrip("/")  # fleet: talk to the node now
         self.report.pipeline = answer["pipeline"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         for _ in range(200):

@@ -1,0 +1,132 @@
+"""What the router knows about each node: its last heartbeat, when it came, and what the router saw."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..frames import now
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineOffer(Strict):
+    """A pipeline a node serves, with its region rule and the node's measured stage latencies."""
+
+    name: str
+    data_region: Literal["any", "preferred", "required"] = "any"
+    budget_ms: float = 500.0
+    stages: list[str] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)
+    stage_p90_ms: dict[str, float] = Field(default_factory=dict)  # measured on this node; absent until used
+
+    def expected_ms(self) -> float:
+        """The pipeline's measured service time on this node (0 when it has not run yet)."""
+        return sum(self.stage_p90_ms.values())
+
+
+class NodeReport(Strict):
+    """One heartbeat: everything a node tells the router (registration is the first heartbeat)."""
+
+    node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    url: str  # where clients reach the node (signaling, events); media goes there too
+    region: str
+    location: tuple[float, float] | None = None
+    capacity: int = Field(ge=0)  # max sessions
+    sessions: int = Field(0, ge=0)
+    cpu_free: float | None = Field(None, ge=0, le=1)
+    gpu_free: float | None = Field(None, ge=0, le=1)
+    pipelines: list[PipelineOffer] = Field(default_factory=list)
+    warm: list[str] = Field(default_factory=list)  # models loaded now (a cold node pays load time)
+    remote_stages: bool = False  # the node can run placement: remote/auto stages
+
+
+@dataclass
+class NodeEntry:
+    """A node as the router tracks it."""
+
+    report: NodeReport
+    last_seen: float = field(default_factory=now)
+    registered: float = field(default_factory=time.time)
+    heartbeats: int = 1
+    routed_since_heartbeat: int = 0  # sessions sent there since its last report (optimistic load)
+    unreachable_at: float | None = None  # an offer failed to connect; cleared by a newer heartbeat
+    offer_failed_at: dict[str, float] = field(default_factory=dict)  # pipeline -> when the node last failed it
+
+    @property
+    def id(self) -> str:
+        return self.report.node_id
+
+    @property
+    def load(self) -> int:
+        return self.report.sessions + self.routed_since_heartbeat
+
+    @property
+    def utilisation(self) -> float:
+        """Share of session capacity in use (CPU share is reported, not routed on: it is too noisy)."""
+        return self.load / self.report.capacity if self.report.capacity else 1.0
+
+    def recently_failed(self, pipeline: str, at: float, cooldown_s: float) -> bool:
+        """Whether the node failed an offer of ``pipeline`` within ``cooldown_s`` (it is then tried last)."""
+        failed = self.offer_failed_at.get(pipeline)
+        return failed is not None and at - failed < cooldown_s
+
+    def offer(self, pipeline: str) -> PipelineOffer | None:
+        return next((p for p in self.report.pipelines if p.name == pipeline), None)
+
+    def state(self, at: float, timeout_s: float) -> str:
+        """``healthy``, ``unreachable`` (an offer could not connect) or ``missed_heartbeats``."""
+        if at - self.last_seen > timeout_s:
+            return "missed_heartbeats"
+        if self.unreachable_at is not None:
+            return "unreachable"
+        return "healthy"
+
+    def describe(self, at: float, timeout_s: float) -> dict[str, Any]:
+        return {
+            **self.report.model_dump(),
+            "state": self.state(at, timeout_s),
+            "last_seen_s": round(at - self.last_seen, 3),
+            "registered": self.registered,
+            "heartbeats": self.heartbeats,
+            "load": self.load,
+            "utilisation": round(self.utilisation, 3),
+        }
+
+
+class NodeRegistry:
+    """The fleet by node id; a heartbeat from an unknown node registers it (router restarts are harmless)."""
+
+    def __init__(self, heartbeat_timeout_s: float) -> None:
+        self.timeout_s = heartbeat_timeout_s
+        self.nodes: dict[str, NodeEntry] = {}
+
+    def heartbeat(self, report: NodeReport) -> tuple[NodeEntry, bool]:
+        """Record a report; returns the entry and whether the node is new."""
+        entry = self.nodes.get(report.node_id)
+        if entry is None:
+            entry = self.nodes[report.node_id] = NodeEntry(report)
+            return entry, True
+        entry.report = report
+        entry.last_seen = now()
+        entry.heartbeats += 1
+        entry.routed_since_heartbeat = 0
+        entry.unreachable_at = None
+        return entry, False
+
+    def remove(self, node_id: str) -> bool:
+        return self.nodes.pop(node_id, None) is not None
+
+    def healthy(self, at: float | None = None) -> list[NodeEntry]:
+        at = now() if at is None else at
+        return [n for n in self.nodes.values() if n.state(at, self.timeout_s) == "healthy"]
+
+    def mark_unreachable(self, node_id: str) -> None:
+        entry = self.nodes.get(node_id)
+        if entry is not None:
+            entry.unreachable_at = now()

@@ -1,0 +1,133 @@
+"""Which nodes may serve a session, best first: a pure function of the fleet's state.
+
+Order: healthy nodes offering the pipeline (never one that missed heartbeats), not at
+capacity, restricted to the client's region when the pipeline says
+``data_region: required``; then the client's own region first, then the lowest
+expected latency (client↔region RTT + a load penalty + the node's measured pipeline
+time), then the most free capacity. A node that failed an offer of this pipeline lately
+(``failure_cooldown_s``) is kept, but tried last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .config import FleetConfig
+from .registry import NodeEntry
+
+
+class NoRoute(Exception):
+    """No node can take the session; ``status``/``code``/``message`` go to the client."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass
+class Choice:
+    """A ranked candidate and why it ranks there."""
+
+    node: NodeEntry
+    same_region: bool
+    expected_ms: float
+    recently_failed: bool = False
+
+
+@dataclass
+class Decision:
+    """Candidates best first, plus the nodes left out and why."""
+
+    candidates: list[Choice]
+    client_region: str | None
+    data_region: str
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def rank(
+    nodes: Iterable[NodeEntry],
+    pipeline: str,
+    client_region: str | None,
+    config: FleetConfig,
+    at: float,
+    client_rtt_ms: dict[str, float] | None = None,
+) -> Decision:
+    """Rank ``nodes`` for one session of ``pipeline``; raises ``NoRoute`` when none fits."""
+    timeout = config.heartbeat_timeout_s
+    all_nodes = list(nodes)
+    offering = [n for n in all_nodes if n.offer(pipeline) is not None]
+    if not offering:
+        raise NoRoute(404, "unknown_pipeline", f"no node in the fleet offers pipeline {pipeline!r}")
+    policies = {n.offer(pipeline).data_region for n in offering}  # type: ignore[union-attr]
+    data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
+    skipped: dict[str, str] = {}
+    usable: list[NodeEntry] = []
+    for node in offering:
+        state = node.state(at, timeout)
+        if state != "healthy":
+            skipped[node.id] = state
+        elif data_region == "required" and node.report.region != client_region:
+            skipped[node.id] = "outside_required_region"
+        elif node.load >= node.report.capacity:
+            skipped[node.id] = "at_capacity"
+        else:
+            usable.append(node)
+    if data_region == "required" and client_region is None:
+        raise NoRoute(
+            400,
+            "client_region_unknown",
+            f"pipeline {pipeline!r} keeps data in the client's region, and the client's region is unknown "
+            "(send X-Client-Region, or configure client_prefixes)",
+        )
+    if not usable:
+        in_region = [n for n in offering if n.report.region == client_region]
+        if data_region == "required":
+            detail = (
+                f"{len(in_region)} node(s) there, none healthy with free capacity"
+                if in_region
+                else "no node there offers it"
+            )
+            raise NoRoute(
+                503,
+                "no_node_in_region",
+                f"pipeline {pipeline!r} requires data to stay in region {client_region!r}: {detail}",
+                retry_after=max(1, round(config.heartbeat_interval_s)),
+            )
+        if any(reason == "at_capacity" for reason in skipped.values()):
+            raise NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
+        raise NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
+    rtt = client_rtt_ms or {}
+    choices = []
+    for node in usable:
+        region = node.report.region
+        path_ms = rtt.get(region, config.rtt(client_region, region))
+        pipeline_ms = node.offer(pipeline).expected_ms()  # type: ignore[union-attr]
+        expected = path_ms + config.load_penalty_ms * node.utilisation + pipeline_ms
+        same = client_region is not None and region == client_region
+        failed = node.recently_failed(pipeline, at, config.failure_cooldown_s)
+        choices.append(Choice(node, same, expected, failed))
+    choices.sort(key=_order)
+    return Decision(choices, client_region, data_region, skipped)
+
+
+def _order(choice: Choice) -> tuple[bool, bool, float, int, str]:
+    """Recently failed last, then the client's region, lowest expected latency, most free capacity."""
+    free = choice.node.report.capacity - choice.node.load
+    return (choice.recently_failed, not choice.same_region, choice.expected_ms, -free, choice.node.id)
+
+
+def parse_client_rtt(header: str | None) -> dict[str, float]:
+    """``X-Client-RTT: eu-west=21, us-east=95`` (latency probes the client ran) -> {region: ms}."""
+    result: dict[str, float] = {}
+    for part in (header or "").split(","):
+        name, _, value = part.partition("=")
+        try:
+            if name.strip():
+                result[name.strip()] = float(value)
+        except ValueError:
+            continue
+    return result
