@@ -26,6 +26,7 @@ from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
 from ..stage import StageRegistry
 from ..transport.control import ControlParser, ControlRejected, InterruptMessage, ParamsMessage, PingMessage
+from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
 from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, TrackSink
@@ -113,6 +114,7 @@ class Session:
                 if self.settings.audio_prefetch is not None:
                     set_audio_prefetch(transceiver.receiver, self.settings.audio_prefetch)
         await self.runner.start()
+        answer_as_dtls_server(pc)  # RSA-certificate senders (GStreamer) cannot be DTLS servers to aiortc
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         self.state = "connecting"
@@ -281,7 +283,6 @@ class SessionManager:
         self.pending = 0
         self.retired: list[Session] = []  # recently closed, kept for metrics (bounded)
         self.totals: Counter[str] = Counter()
-        self.remote: Any = None  # RemoteStageFactory for placement remote/auto stages (streamai.fleet.remote)
 
     @property
     def active(self) -> int:
@@ -324,8 +325,6 @@ class SessionManager:
                 events=session.events,
                 params=session_params,
                 resources=self.resources,
-                region=self.settings.region,
-                remote=self.remote,
                 on_fatal=lambda reason: None,  # the watchdog ends the session
             )
 

@@ -31,6 +31,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from ..engine.stats import Histogram
 from ..frames import Frame, now
+from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration
 from ..transport.relay import Broadcast, ViewerTrack
 from .protection import CLIENT, bearer_token, read_body
@@ -249,6 +250,7 @@ class Viewer:
                 sender._send_keyframe = self.broadcast.request_keyframe  # type: ignore[method-assign]
         if not self.tracks:
             raise SessionError(400, "bad_sdp", "the offer has no audio or video section to receive")
+        answer_as_dtls_server(pc)
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         self.state = "connecting"
