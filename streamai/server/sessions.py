@@ -283,6 +283,7 @@ class SessionManager:
         self.pending = 0
         self.retired: list[Session] = []  # recently closed, kept for metrics (bounded)
         self.totals: Counter[str] = Counter()
+        self.remote: Any = None  # RemoteStageFactory for placement remote/auto stages (streamai.fleet.remote)
 
     @property
     def active(self) -> int:
@@ -325,6 +326,8 @@ class SessionManager:
                 events=session.events,
                 params=session_params,
                 resources=self.resources,
+                region=self.settings.region,
+                remote=self.remote,
                 on_fatal=lambda reason: None,  # the watchdog ends the session
             )
 
