@@ -362,6 +362,19 @@ def _viewer(request: web.Request) -> Viewer:
     return viewer  # type: ignore[no-any-return]
 
 
+async def whep_get(request: web.Request) -> web.Response:
+    """The session's viewers and its broadcast (one encode per codec, however many viewers)."""
+    session = _session(request, "session_id")
+    broadcast = request.app[STATE].broadcasts.get(session.id)
+    return web.json_response(
+        {
+            "session": session.id,
+            "viewers": [v.summary() for v in session.viewers.values()],
+            "broadcast": broadcast.summary() if broadcast is not None else None,
+        }
+    )
+
+
 async def whep_delete(request: web.Request) -> web.Response:
     await _viewer(request).close("WHEP client deleted the viewer")
     return web.Response(status=200)
@@ -382,6 +395,7 @@ def add_routes(app: web.Application) -> None:
     router.add_patch("/whip/sessions/{id}", whip_patch)
     router.add_route("OPTIONS", "/whip/sessions/{id}", options)
     router.add_post("/whep/{session_id}", whep_post)
+    router.add_get("/whep/{session_id}", whep_get)
     router.add_route("OPTIONS", "/whep/{session_id}", options)
     router.add_delete("/whep/{session_id}/viewers/{viewer_id}", whep_delete)
     router.add_patch("/whep/{session_id}/viewers/{viewer_id}", whep_patch)
