@@ -1,0 +1,499 @@
+"""Remote stages on Ray Serve: the same stage class, run in a Serve replica instead of in-process.
+
+A stage with ``placement: remote`` (or ``auto``) gets a local stand-in, ``RemoteStage``,
+in the session's pipeline. The stand-in forwards each frame to a Ray Serve deployment
+that hosts the real stage class (``StageHost``: one deployment per pipeline stage
+config, replicas autoscaled from ``remote.autoscaling``, actor options from
+``remote.resources``/``num_cpus``/``num_gpus``), and pushes back whatever the remote
+stage emitted, plus its events.
+
+Deadlines travel with the frame as times relative to the send moment (monotonic
+clocks of two machines do not compare). The stand-in abandons a call at the latest
+moment its result could still reach the output in time: the frame is dropped and
+counted ``remote_timeout`` (``remote_error`` when the replica died under it). Frame
+stages keep up to two calls in flight (a frame beyond that is dropped ``remote_busy``
+rather than queued); stream stages (audio into ASR) send every frame, one at a time,
+in order.
+
+``placement: auto`` runs the stage at the edge while its measured edge service time
+fits the frame's remaining time (``now + edge p90-ish + downstream <= deadline``), and
+offloads the frame otherwise; while offloading it re-measures the edge every
+``EDGE_PROBE_S`` with one frame, so it comes back when the edge is fast enough again.
+``remote.fallback: edge`` runs a frame at the edge when the remote path just failed
+(timeout, dead replica, no deployment); ``drop`` (default) counts the drop.
+
+Ray is imported only here, and only when a node is configured with a Ray address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from ..config import RemoteConfig, StageConfig
+from ..engine.estimator import ServiceTimeEstimator
+from ..events import EventBus
+from ..frames import ControlFrame, Frame, now
+from ..stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2  # calls in flight per frame stage and session
+EDGE_PROBE_S = 2.0  # placement auto: one frame at the edge this often while offloading
+FAILING_FOR_S = 1.0  # after a failure, fallback: edge serves frames this long
+STREAM_MIN_TIMEOUT_S = 1.0  # a stream stage's call is never abandoned sooner
+HOSTED_IDLE_S = 120.0  # a replica forgets a session's stage after this long without frames
+
+
+# -- what crosses Ray ----------------------------------------------------------------
+@dataclass
+class RemoteCall:
+    """One frame for the remote stage; times are relative to the send moment."""
+
+    session: str
+    params: dict[str, Any]
+    frame: Frame
+    downstream_s: float = 0.0  # service time after this stage on the edge (for stream stages' can_make_it)
+
+
+@dataclass
+class RemoteResult:
+    """What the remote stage emitted for one call (times relative to the replica's receive moment)."""
+
+    frames: list[Frame] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    replica: str = ""
+    pid: int = 0
+    service_s: float = 0.0
+    calls: int = 0
+
+
+def _shift(frame: Frame, offset: float) -> Frame:
+    """A shallow copy of ``frame`` with capture time and deadline moved by ``offset`` seconds."""
+    return replace(frame, capture_time=frame.capture_time + offset, deadline=frame.deadline + offset)
+
+
+# -- the replica side ------------------------------------------------------------------
+class _Hosted:
+    """One session's instance of the stage inside a replica."""
+
+    def __init__(self, stage: Stage) -> None:
+        self.stage = stage
+        self.outbox: list[Frame] = []
+        self.events: list[dict[str, Any]] = []
+        self.downstream_s = 0.0
+        self.last_used = time.monotonic()
+
+
+class StageHost:
+    """The body of a Serve deployment: runs one stage class for many sessions (one instance each)."""
+
+    def __init__(self, stage_cls: type[Stage], name: str, device: str, model: str | None, region: str | None) -> None:
+        from ..models.shared import SharedModels
+
+        self.stage_cls = stage_cls
+        self.name = name
+        self.device = device
+        self.model = model
+        self.region = region
+        self.models = SharedModels()  # sessions on this replica share loaded weights
+        self.sessions: dict[str, _Hosted] = {}
+        self.calls = 0
+        self.pid = os.getpid()
+        self.replica = _replica_id()
+
+    async def _hosted(self, session: str, params: dict[str, Any]) -> _Hosted:
+        hosted = self.sessions.get(session)
+        if hosted is not None:
+            return hosted
+        await self._forget_idle()
+        events = EventBus()
+        context = StageContext(
+            name=self.name,
+            device=self.device,
+            model=self.model,
+            events=events,
+            resources=self.models,
+            region=self.region,
+        )
+        stage = self.stage_cls(self.stage_cls.Params.model_validate(params), context)
+        hosted = _Hosted(stage)
+
+        async def collect(frame: Frame) -> None:
+            hosted.outbox.append(frame)
+
+        stage.bind(collect)
+        stage.can_make_it = lambda f: now() + hosted.downstream_s <= f.deadline  # type: ignore[method-assign]
+        events.on_event(hosted.events.append)
+        await stage.start()
+        self.sessions[session] = hosted
+        return hosted
+
+    async def process(self, call: RemoteCall) -> RemoteResult:
+        received = now()
+        hosted = await self._hosted(call.session, call.params)
+        hosted.downstream_s = call.downstream_s
+        hosted.last_used = time.monotonic()
+        self.calls += 1
+        await hosted.stage.process(_shift(call.frame, received))
+        return self._result(hosted, received)
+
+    async def control(self, call: RemoteCall) -> RemoteResult:
+        received = now()
+        hosted = await self._hosted(call.session, call.params)
+        assert isinstance(call.frame, ControlFrame)
+        await hosted.stage.on_control(call.frame)
+        return self._result(hosted, received)
+
+    def _result(self, hosted: _Hosted, received: float) -> RemoteResult:
+        frames = [_shift(f, -received) for f in hosted.outbox]
+        events, hosted.outbox, hosted.events = hosted.events, [], []
+        return RemoteResult(frames, events, self.replica, self.pid, now() - received, self.calls)
+
+    async def close(self, session: str) -> bool:
+        hosted = self.sessions.pop(session, None)
+        if hosted is not None:
+            await hosted.stage.shutdown()
+        return hosted is not None
+
+    async def _forget_idle(self) -> None:
+        cutoff = time.monotonic() - HOSTED_IDLE_S
+        for session in [k for k, h in self.sessions.items() if h.last_used < cutoff]:
+            await self.close(session)
+
+    async def info(self) -> dict[str, Any]:
+        return {"replica": self.replica, "pid": self.pid, "calls": self.calls, "sessions": len(self.sessions)}
+
+    def check_health(self) -> None:
+        """Serve's health check: a replica that answers is healthy."""
+
+
+def _replica_id() -> str:
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:  # outside Serve (benchmarks calling the host in-process)
+        return f"local-{os.getpid()}"
+
+
+# -- the edge side -------------------------------------------------------------------
+def deployment_name(cls: type[Stage], context: StageContext, config: StageConfig) -> str:
+    """One Serve application per pipeline stage config (and region, which can change the model)."""
+    digest = hashlib.sha1(f"{config.model_dump_json()}|{context.region}|{context.model}".encode()).hexdigest()[:10]
+    base = re.sub(r"[^a-z0-9-]+", "-", f"{cls.type_name}-{context.name}".lower()).strip("-")
+    return f"streamai-{base}-{digest}"
+
+
+class RayServeStageFactory:
+    """``RemoteStageFactory`` on Ray Serve: builds stand-ins, deploys ``StageHost`` once per stage config."""
+
+    def __init__(self, address: str | None = None, region: str | None = None, call_timeout_s: float = 10.0) -> None:
+        self.address = address
+        self.region = region
+        self.call_timeout_s = call_timeout_s
+        self.started_ray = False
+        self._handles: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+
+    def connect(self) -> None:
+        """Join (or, for ``local``, start) the Ray cluster and make sure Serve runs (blocking)."""
+        import ray
+        from ray import serve
+
+        if not ray.is_initialized():
+            if self.address in (None, "local"):
+                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+                self.started_ray = True
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        serve.start(proxy_location="Disabled")
+
+    def close(self) -> None:
+        """Leave the cluster; a cluster this node started goes down with it (deployments elsewhere stay)."""
+        if self.started_ray:
+            import ray
+            from ray import serve
+
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+            self.started_ray = False
+
+    def build(self, cls: type[Stage], params: BaseModel, context: StageContext, config: StageConfig) -> Stage:
+        standin = _standin_class(cls)
+        return standin(params, context, factory=self, config=config)
+
+    async def handle(self, cls: type[Stage], context: StageContext, config: StageConfig) -> Any:
+        """The deployment's handle, deploying it first if the cluster has none (slow: seconds)."""
+        name = deployment_name(cls, context, config)
+        async with self._lock:
+            if name not in self._handles:
+                loop = asyncio.get_running_loop()
+                self._handles[name] = await loop.run_in_executor(None, self._deploy, name, cls, context, config)
+        return self._handles[name]
+
+    def _deploy(self, name: str, cls: type[Stage], context: StageContext, config: StageConfig) -> Any:
+        import ray
+        from ray import serve
+
+        if not ray.is_initialized():
+            self.connect()
+        with contextlib.suppress(Exception):  # already deployed by this or another edge node: share it
+            status = serve.status().applications.get(name)
+            if status is not None and str(status.status).endswith("RUNNING"):
+                return serve.get_app_handle(name)
+        remote = config.remote or RemoteConfig()
+        scaling = remote.autoscaling
+        options: dict[str, Any] = {
+            "name": "stage",
+            "ray_actor_options": {
+                "num_cpus": remote.num_cpus,
+                "num_gpus": remote.num_gpus,
+                "resources": remote.resources,
+            },
+            "autoscaling_config": {
+                "min_replicas": scaling.min_replicas,
+                "initial_replicas": max(1, scaling.min_replicas),
+                "max_replicas": max(scaling.max_replicas, scaling.min_replicas, 1),
+                "target_ongoing_requests": scaling.target_ongoing_requests,
+                "downscale_delay_s": scaling.idle_timeout_s,
+            },
+            "health_check_period_s": 1.0,
+            "health_check_timeout_s": 5.0,
+        }
+        app = serve.deployment(StageHost).options(**options)
+        bound = app.bind(cls, context.name, context.device, context.model, context.region)
+        log.info("deploying remote stage %s as Serve application %s", context.name, name)
+        return serve.run(bound, name=name, route_prefix=None, blocking=False)
+
+
+_STANDINS: dict[type[Stage], type[RemoteStage]] = {}
+
+
+def _standin_class(cls: type[Stage]) -> type[RemoteStage]:
+    """A stand-in class with the wrapped class's kinds, params and admission."""
+    if cls not in _STANDINS:
+        attrs = {
+            "type_name": cls.type_name,
+            "consumes": cls.consumes,
+            "emits": cls.emits,
+            "Params": cls.Params,
+            "admission": cls.admission,
+            "wrapped": cls,
+            "__doc__": f"Ray Serve stand-in for {cls.__name__}.",
+        }
+        _STANDINS[cls] = type(f"Remote{cls.__name__}", (RemoteStage,), attrs)
+    return _STANDINS[cls]
+
+
+class RemoteStage(Stage):
+    """The local stand-in of a remote (or ``auto``) stage; see the module docstring for the rules."""
+
+    wrapped: ClassVar[type[Stage]] = Stage
+
+    def __init__(
+        self, params: BaseModel, context: StageContext, *, factory: RayServeStageFactory, config: StageConfig
+    ) -> None:
+        super().__init__(params, context)
+        self.factory = factory
+        self.config = config
+        self.placement = config.placement
+        self.fallback = (config.remote or RemoteConfig()).fallback
+        self.key = uuid.uuid4().hex
+        self.params_dict = params.model_dump()
+        self.handle: Any = None
+        self.local: Stage | None = None
+        prior = (config.expected_ms or 0.0) / 1000
+        self.remote_time = ServiceTimeEstimator(prior_s=prior)  # successful round trips only
+        self.edge_time = ServiceTimeEstimator(prior_s=prior)
+        self.counts: Counter[str] = Counter()  # remote_ok, edge, remote_timeout, ...
+        self.replicas: Counter[str] = Counter()  # results per replica id
+        self.replica_pids: set[int] = set()
+        self.last_failure = -math.inf
+        self.last_edge_probe = -math.inf
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._last_pushed = -math.inf
+        self._stream = self.admission == "stream"
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.placement == "auto" or self.fallback == "edge":
+            self.local = self.wrapped(self.params, self.context)
+            self.local.bind(self.push)
+            self.local.can_make_it = lambda frame: self.can_make_it(frame)  # type: ignore[method-assign]
+            await self.local.start()
+        try:
+            self.handle = await self.factory.handle(self.wrapped, self.context, self.config)
+        except Exception as exc:
+            if self.local is None:
+                raise
+            log.warning("remote stage %s unavailable, serving at the edge: %s", self.context.name, exc)
+            self.emit_event("warning", message=f"remote stage unavailable, running at the edge: {exc}")
+
+    async def stop(self) -> None:
+        for task in list(self._in_flight):
+            task.cancel()
+        if self.handle is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._await(self.handle.close.remote(self.key)), 2.0)
+        if self.local is not None:
+            await self.local.shutdown()
+
+    # -- frames ----------------------------------------------------------------------
+    async def process(self, frame: Frame) -> None:
+        at = now()
+        if self._use_edge(frame, at):
+            await self._run_edge(frame)
+            return
+        if self._stream:
+            await self._call(frame)
+            return
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            self.drop(frame, "remote_busy")
+            return
+        if at + self.remote_time.estimate + self._downstream() > frame.deadline:
+            self.drop(frame, "remote_would_miss")
+            return
+        task = asyncio.create_task(self._call(frame), name=f"remote:{self.context.name}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _use_edge(self, frame: Frame, at: float) -> bool:
+        """The placement rule for this frame (see the module docstring)."""
+        if self.local is None:
+            return False
+        if self.handle is None or at - self.last_failure < FAILING_FOR_S:
+            return True  # no remote, or it just failed: fallback edge / auto keeps serving here
+        if self.placement != "auto":
+            return False
+        if at - self.last_edge_probe >= EDGE_PROBE_S:
+            self.last_edge_probe = at
+            return True  # refresh the edge measurement now and then
+        return at + self.edge_time.estimate + self._downstream() <= frame.deadline
+
+    async def _run_edge(self, frame: Frame) -> None:
+        assert self.local is not None
+        started = now()
+        await self.local.process(frame)
+        self.edge_time.update(now() - started)
+        self.counts["edge"] += 1
+
+    async def _call(self, frame: Frame) -> None:
+        sent = now()
+        remaining = frame.deadline - sent - self._downstream()
+        timeout = max(remaining, STREAM_MIN_TIMEOUT_S) if self._stream else remaining
+        timeout = min(timeout, self.factory.call_timeout_s)
+        if timeout <= 0:
+            self.drop(frame, "remote_would_miss")
+            return
+        call = RemoteCall(self.key, self.params_dict, _shift(frame, -sent), self._downstream())
+        try:
+            response = self.handle.process.remote(call)
+        except Exception as exc:
+            await self._failed(frame, "remote_error", exc)
+            return
+        task = asyncio.ensure_future(self._await(response))
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            with contextlib.suppress(Exception):
+                response.cancel()
+            task.cancel()
+            task.add_done_callback(_consume)
+            await self._failed(frame, "remote_timeout", None)
+            return
+        if task.exception() is not None:
+            await self._failed(frame, "remote_error", task.exception())
+            return
+        result: RemoteResult = task.result()
+        back = now()
+        self.remote_time.update(back - sent)
+        self.counts["remote_ok"] += 1
+        self._note_replica(result)
+        for event in result.events:
+            fields = {k: v for k, v in event.items() if k not in ("type", "t")}
+            self.context.events.emit(event.get("type", "event"), **fields)
+        for out in result.frames:
+            out = _shift(out, sent)
+            if not self._stream and out.capture_time < self._last_pushed:
+                self.drop(out, "remote_stale")  # a later frame already came back first
+                continue
+            self._last_pushed = max(self._last_pushed, out.capture_time)
+            await self.push(out)
+
+    async def _failed(self, frame: Frame, reason: str, exc: BaseException | None) -> None:
+        self.last_failure = now()
+        self.counts[reason] += 1
+        if self.counts[reason] in (1, 10) or self.counts[reason] % 100 == 0:
+            log.warning("remote stage %s: %s (%d so far): %s", self.context.name, reason, self.counts[reason], exc)
+        if self.local is not None and self.can_make_it(frame):
+            await self._run_edge(frame)  # fallback: edge
+            return
+        self.drop(frame, reason)
+
+    def _note_replica(self, result: RemoteResult) -> None:
+        if result.replica not in self.replicas:
+            self.emit_event("remote", replica=result.replica, pid=result.pid, replicas_seen=len(self.replicas) + 1)
+        self.replicas[result.replica] += 1
+        self.replica_pids.add(result.pid)
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        if self.local is not None:
+            await self.local.on_control(frame)
+        if self.handle is None:
+            return
+        call = RemoteCall(self.key, self.params_dict, frame)
+        try:
+            result: RemoteResult = await asyncio.wait_for(self._await(self.handle.control.remote(call)), 2.0)
+        except Exception as exc:
+            log.warning("remote stage %s did not take control %s: %s", self.context.name, frame.control.value, exc)
+            return
+        for out in result.frames:
+            await self.push(_shift(out, now()))
+
+    # -- helpers -----------------------------------------------------------------------
+    @staticmethod
+    async def _await(response: Any) -> Any:
+        return await response
+
+    def _runner(self) -> Any:
+        """The engine's StageRunner for this stage (it binds ``can_make_it`` to itself)."""
+        return getattr(self.can_make_it, "__self__", None)
+
+    def _downstream(self) -> float:
+        runner = self._runner()
+        return float(runner.downstream_estimate()) if runner is not None else 0.0
+
+    def drop(self, frame: Frame, reason: str) -> None:
+        """Count a frame this stage gave up on in the engine's drop counters (stats, events, metrics)."""
+        runner = self._runner()
+        if runner is not None and hasattr(runner, "drop"):
+            runner.drop(frame, reason)
+        else:
+            self.counts[f"dropped_{reason}"] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "replicas": dict(self.replicas),
+            "pids": sorted(self.replica_pids),
+            "remote_ms": round(self.remote_time.estimate * 1000, 3),
+            "edge_ms": round(self.edge_time.estimate * 1000, 3),
+        }
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
