@@ -94,7 +94,8 @@ class WhipPublisher:
             prefer_codecs(pc, "video", self.video_codecs)
         await pc.setLocalDescription(await pc.createOffer())
         offer = pc.localDescription.sdp
-        answer, self.resource = await post_sdp(http, self.url, strip_candidates(offer) if self.trickle else offer)
+        body = strip_candidates(offer) if self.trickle else offer
+        answer, self.resource = await post_sdp(http, self.url, body, self.token)
         if self.trickle:
             await patch_candidates(http, self.resource, offer, self.token)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))

@@ -322,8 +322,9 @@ def _broadcast_for(app: web.Application, session: Session) -> Broadcast:
 async def whep_post(request: web.Request) -> web.Response:
     from .app import SETTINGS
 
-    sdp = check_sdp(await read_sdp(request))
+    offer = await read_sdp(request)
     session = _session(request, "session_id")
+    sdp = check_sdp(offer)
     settings = request.app[SETTINGS]
     state = request.app[STATE]
     if session.state == "closed":
