@@ -45,7 +45,7 @@ async def test_piper_speaks_a_clause_as_48k_chunks_with_energy() -> None:
     runner = _runner()
     await runner.start()
     clause = TextFrame(text="Bom dia, onde fica a estação de trem?", language="pt", utterance_id=1)
-    clause.deadline = clause.capture_time + 2.0  # text frames get no deadline from submit: give the clause one
+    clause.deadline = clause.capture_time + 10.0  # submit gives text no deadline; generous: on time
     runner.submit(clause)
     await asyncio.sleep(1.5)
     await runner.stop()

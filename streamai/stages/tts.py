@@ -5,7 +5,8 @@ target language through espeak-ng phonemes: neural, but English-accented for pt/
 ``coqui`` (``TTS.api`` with a Coqui model folder of yours) and ``espeak`` (formant
 synthesis; a last resort, used only when chosen).
 
-A clause is synthesized sentence by sentence; ``process`` returns as soon as the first
+A clause is synthesized piece by piece (Piper: split at , ; : and sentence ends, since
+VITS makes a whole piece at once); ``process`` returns as soon as the first
 chunk is pushed (so the engine's service-time estimate is the time to first audio) and
 the rest follows in the background. The first chunk keeps the clause's deadline; later
 chunks of an admitted clause get ``deadline = inf`` so a clause is never cut in the
@@ -33,6 +34,7 @@ from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, Te
 from ..models.shared import acquire_model
 from ..speech.audio import resample_once
 from ..speech.latency import tracker
+from ..speech.text import split_clauses
 from ..stage import Stage, stage
 
 OUT_RATE = 48_000
@@ -71,8 +73,9 @@ class _Piper(_Engine):
         self.config = SynthesisConfig(length_scale=length_scale)
 
     def sentences(self, text: str) -> list[Any]:
+        pieces, rest = split_clauses(text)  # clause pieces: a shorter first piece is heard sooner
         with _espeak_lock:
-            return [p for p in self.voice.phonemize(text) if p]
+            return [p for piece in [*pieces, rest] if piece for p in self.voice.phonemize(piece) if p]
 
     def synthesize(self, phonemes: Any) -> tuple[np.ndarray, int]:
         ids = self.voice.phonemes_to_ids(phonemes)
