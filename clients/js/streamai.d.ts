@@ -31,8 +31,10 @@ export interface ConnectOptions {
   codecs?: string[] | null;
   /** RTCRtpSendParameters.degradationPreference for the video sender (default 'maintain-resolution'). */
   degradationPreference?: RTCDegradationPreference | null;
+  /** POST /v1/sessions (default 30000: a server may load models before answering). */
   requestTimeoutMs?: number;
   iceGatheringTimeoutMs?: number;
+  /** From the answer to ICE connected + events channel open (default 15000). */
   connectTimeoutMs?: number;
   disconnectTimeoutMs?: number;
   pingIntervalMs?: number;
@@ -103,8 +105,8 @@ export interface Percentiles { p50: number | null; p95: number | null; n: number
 export interface Metrics {
   /** Always true: glass-to-glass is estimated, not measured. */
   estimate: true;
-  /** 'video' (glass-to-glass) when video latency samples arrive, else 'audio' (mouth-to-ear). */
-  kind: 'video' | 'audio';
+  /** 'video' (glass-to-glass) when video latency samples arrive; else 'speech' (speech end to ear, per utterance); else 'audio' (mouth-to-ear). */
+  kind: 'video' | 'speech' | 'audio';
   label: string;
   glassToGlass: Percentiles;
   server: Percentiles;

@@ -25,9 +25,9 @@ const DEFAULTS = Object.freeze({
   url: '',
   iceServers: [],
   events: 'datachannel',
-  requestTimeoutMs: 10000, // POST /v1/sessions
+  requestTimeoutMs: 30000, // POST /v1/sessions (the server may load a pipeline's models first)
   iceGatheringTimeoutMs: 3000, // then send the offer with the candidates gathered so far
-  connectTimeoutMs: 15000, // from start to ICE connected + events channel open
+  connectTimeoutMs: 15000, // from the answer to ICE connected + events channel open
   disconnectTimeoutMs: 5000, // ICE 'disconnected' this long = lost
   pingIntervalMs: 1000,
   serverTimeoutMs: 8000, // no message at all from the server this long = gone
@@ -160,6 +160,7 @@ export class Session {
     this._prevStatsRaw = null;
     this._abort = typeof AbortController === 'function' ? new AbortController() : null;
     this._rejectStart = null;
+    this._deadline = null;
     this._deleteStarted = false;
     this._machine = new StateMachine((to, from, info) => {
       this.emitter.emit('state', { type: 'state', source: 'client', state: to, previous: from, ...info });
@@ -248,20 +249,16 @@ export class Session {
       this._rejectStart = reject;
     });
     ended.catch(() => {});
-    const deadline = this._setTimeout(
-      () => this._fail(new StreamaiError(`could not connect within ${o.connectTimeoutMs} ms`, { code: CLIENT_CODES.TIMEOUT })),
-      o.connectTimeoutMs,
-    );
     try {
       await Promise.race([this._negotiate(), ended]);
       this._checkAlive();
-      this._clearTimeout(deadline);
+      this._clearTimeout(this._deadline);
       this._rejectStart = null;
       this._machine.transition('connected');
       this._startLoops();
       return this;
     } catch (err) {
-      this._clearTimeout(deadline);
+      this._clearTimeout(this._deadline);
       const e = this.error || toStreamaiError(err);
       this._fail(e);
       throw e;
@@ -314,6 +311,12 @@ export class Session {
     this.sessionId = answer.session_id ?? null;
     this.pipeline = answer.pipeline ?? this.pipeline;
     this._checkAlive();
+    // from the answer on, ICE + DTLS + the events channel get connectTimeoutMs (the POST has its own
+    // requestTimeoutMs: a server may load a model before it answers)
+    this._deadline = this._setTimeout(
+      () => this._fail(new StreamaiError(`could not connect within ${o.connectTimeoutMs} ms of the answer`, { code: CLIENT_CODES.TIMEOUT })),
+      o.connectTimeoutMs,
+    );
     await pc.setRemoteDescription({ type: answer.type || 'answer', sdp: answer.sdp });
     this._checkAlive();
     await this._applySenderParameters(pc);

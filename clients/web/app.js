@@ -127,7 +127,7 @@ function resetCaptions() {
 }
 
 const SEGMENTS = [
-  ['serverMs', 'server', 'Server in→out (p50)'],
+  ['serverMs', 'server', 'Server (p50)'],
   ['networkMs', 'network', 'Network (½ ping RTT)'],
   ['jitterBufferMs', 'jitter', 'Jitter buffer'],
   ['encodeMs', 'encode', 'Encode'],
@@ -145,7 +145,7 @@ function renderMetrics(m) {
   ui.mDrops.textContent = fmt(m.dropsPerSec, 1);
   ui.overlay.hidden = false;
   ui.overlay.classList.toggle('warn', g.p95 != null && g.p95 > 250);
-  ui.overlayLabel.textContent = m.kind === 'audio' ? 'estimated mouth-to-ear' : 'estimated glass-to-glass';
+  ui.overlayLabel.textContent = { video: 'estimated glass-to-glass', speech: 'estimated speech end → ear', audio: 'estimated mouth-to-ear' }[m.kind] || 'estimate';
 
   const c = m.components;
   const segments = SEGMENTS.filter(([k]) => k in c);
@@ -260,6 +260,7 @@ async function start() {
   ui.start.disabled = true;
   setRunning(true);
   setState('connecting');
+  ui.remotePlaceholder.innerHTML = 'Connecting… <span class="muted">(the first session of a model pipeline loads its weights)</span>';
   resetCaptions();
   resetMetrics();
   demo.counts = {};
@@ -276,6 +277,7 @@ async function start() {
     showError(err, 'Camera/microphone unavailable');
     return;
   }
+  ui.remote.parentElement.classList.toggle('audio-only', !inputs.includes('video'));
   ui.local.srcObject = localStream;
   ui.localPlaceholder.hidden = !!localStream.getVideoTracks().length;
   const vt = localStream.getVideoTracks()[0];
@@ -334,6 +336,7 @@ async function start() {
       ...server,
       pipeline: name,
       media: localStream,
+      requestTimeoutMs: 180000, // the first session of a model pipeline may load weights first
       video: ui.remote,
       on: handlers,
     });

@@ -208,7 +208,9 @@ class LoopbackNamespace:
             "except Exception as e:\n"
             "    print(json.dumps([0, str(e)]))\n"
         )
-        out = subprocess.run(self.wrap([sys.executable, "-c", code, url]), capture_output=True, text=True, timeout=timeout + 10)
+        out = subprocess.run(
+            self.wrap([sys.executable, "-c", code, url]), capture_output=True, text=True, timeout=timeout + 10
+        )
         status, body = json.loads(out.stdout.strip().splitlines()[-1])
         with contextlib.suppress(ValueError):
             body = json.loads(body)

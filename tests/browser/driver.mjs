@@ -92,7 +92,7 @@ async function demoScenario(page) {
   step('page loaded', { pipelines: result.pipelines });
 
   await page.click('#start');
-  await page.waitForSelector('#state[data-state="connected"]', { timeout: 25000 });
+  await page.waitForSelector('#state[data-state="connected"]', { timeout: cfg.connectTimeoutMs ?? 30000 });
   result.sessionId = await page.evaluate(() => window.demo.session.sessionId);
   step('connected', { sessionId: result.sessionId });
   const listed = await getJson(`${base}/v1/sessions`);
@@ -113,7 +113,9 @@ async function demoScenario(page) {
   step('media flowing', { framesDecoded: [first.framesDecoded, second.framesDecoded], audio: second.audioPacketsReceived });
 
   // the live overlay shows numbers
-  await waitFor('the latency overlay to show a number', async () => /\d/.test(await page.textContent('#g2g-p50')), 15000);
+  if (cfg.requireOverlay !== false) {
+    await waitFor('the latency overlay to show a number', async () => /\d/.test(await page.textContent('#g2g-p50')), 15000);
+  }
   result.overlay = {
     p50: await page.textContent('#g2g-p50'),
     p95: await page.textContent('#g2g-p95'),

@@ -131,9 +131,11 @@ def test_avatar_prompt_is_echoed(drive, served_pipelines: list[str], media_dir: 
             "args": browser.chromium_args(face, tone),
             "screenshot": str(ARTIFACTS / "browser" / "demo-face-avatar-tiny.png"),
             "prompt": "a watercolor portrait",
+            "connectTimeoutMs": 180000,
+            "requireOverlay": False,  # the tiny model may drop every frame on 2 cores: no latency samples
             "watchMs": 3000,
         },
-        timeout=200,
+        timeout=300,
     )
     assert result["promptBoxVisible"], "face-avatar-tiny lists the prompt control: the prompt box must show"
     assert result["promptVia"] == "prompt box"

@@ -37,10 +37,16 @@ const NORMALISERS = {
   transcript: (e) => ({ ...e, text: str(e.text), final: bool(e.final), stable: e.stable == null ? undefined : e.stable, utterance: e.utterance ?? null }),
   translation: (e) => ({ ...e, text: str(e.text), language: e.language == null ? null : str(e.language), utterance: e.utterance ?? null, final: e.final == null ? true : bool(e.final) }),
   latency: (e) => {
-    const out = { ...e, kind: str(e.kind || 'video') };
+    // per-utterance figures come as kind 'utterance' with speech_end_to_* names, or (as the speech
+    // chain publishes them) with an `utterance` id and final_transcript_ms / translation_ms / first_audio_ms
+    const legacy = ['final_transcript_ms', 'translation_ms', 'first_audio_ms'].some((k) => k in e);
+    const utterance = e.kind === 'utterance' || (!('ms' in e) && legacy);
+    const out = { ...e, kind: utterance ? 'utterance' : str(e.kind || 'video') };
     if ('ms' in e) out.ms = num(e.ms);
-    for (const k of ['speech_end_to_transcript_ms', 'speech_end_to_translation_ms', 'speech_end_to_first_audio_ms']) {
-      if (k in e) out[k] = num(e[k]);
+    if (utterance) {
+      out.speech_end_to_transcript_ms = num(e.speech_end_to_transcript_ms ?? e.final_transcript_ms);
+      out.speech_end_to_translation_ms = num(e.speech_end_to_translation_ms ?? e.translation_ms);
+      out.speech_end_to_first_audio_ms = num(e.speech_end_to_first_audio_ms ?? e.first_audio_ms);
     }
     return out;
   },

@@ -6,8 +6,9 @@
 //   jitterBuffer= browser receive jitter-buffer delay per frame (jitterBufferDelay / jitterBufferEmittedCount)
 //   encode      = browser send-side encode time per frame (totalEncodeTime / framesEncoded)
 //   decode      = browser decode time per frame (totalDecodeTime / framesDecoded)
-// Pipelines that return no video latency samples (speech) get the audio path instead:
-//   server audio in->out + RTT/2 + the audio jitter-buffer delay.
+// Pipelines that return no video latency samples (speech) get an audio path instead:
+//   'speech': speech end -> first translated audio sent (per utterance) + RTT/2 + audio jitter buffer
+//   'audio' : server audio in->out + RTT/2 + audio jitter buffer (when no utterance figures come)
 // It leaves out camera capture and display (a few ms to a frame interval each) and the network's
 // second half on the send path beyond the symmetric assumption, so it reads low by roughly one frame.
 
@@ -185,6 +186,8 @@ export class LatencyEstimator {
     this.serverVideo = new SlidingWindow(this.windowMs, opts.maxSamples ?? 600);
     this.serverAudio = new SlidingWindow(this.windowMs, opts.maxSamples ?? 600);
     this.rtts = new SlidingWindow(this.windowMs, 50);
+    /** speech end -> first audio, per utterance: sparse, so kept by count (last 20), not by time */
+    this.firstAudio = new SlidingWindow(Infinity, 20);
     /** client-side components over time, to pair each server sample with what held at that moment */
     this.components = new SlidingWindow(this.windowMs + 5000, 200);
     this.current = { rttMs: null, candidateRttMs: null, jitterBufferMs: null, encodeMs: null, decodeMs: null, audioJitterBufferMs: null };
@@ -207,6 +210,7 @@ export class LatencyEstimator {
         speechEndToTranslationMs: event.speech_end_to_translation_ms ?? null,
         speechEndToFirstAudioMs: event.speech_end_to_first_audio_ms ?? null,
       };
+      if (typeof event.speech_end_to_first_audio_ms === 'number') this.firstAudio.push(now, event.speech_end_to_first_audio_ms);
       return;
     }
     if (typeof event.ms !== 'number' || !Number.isFinite(event.ms) || event.ms < 0) return;
@@ -262,21 +266,26 @@ export class LatencyEstimator {
   snapshot(now) {
     const videoSamples = this.serverVideo.items.filter((i) => i.t >= now - this.windowMs);
     const audioSamples = this.serverAudio.items.filter((i) => i.t >= now - this.windowMs);
-    // video when the pipeline returns video latency samples, else the audio path (speech pipelines)
-    const kind = videoSamples.length || !audioSamples.length ? 'video' : 'audio';
-    const samples = kind === 'video' ? videoSamples : audioSamples;
-    const estimates = samples.map((i) => i.v + this._clientPartAt(i.t, kind).total);
-    const cur = clientPart(this.current, kind);
+    // video when the pipeline returns video latency samples; else per-utterance speech figures; else audio
+    const speechSamples = this.firstAudio.items;
+    let kind = 'video';
+    if (!videoSamples.length && speechSamples.length) kind = 'speech';
+    else if (!videoSamples.length && audioSamples.length) kind = 'audio';
+    const samples = kind === 'video' ? videoSamples : kind === 'speech' ? speechSamples : audioSamples;
+    const estimates = samples.map((i) => i.v + this._clientPartAt(i.t, kind === 'video' ? 'video' : 'audio').total);
+    const cur = clientPart(this.current, kind === 'video' ? 'video' : 'audio');
     const serverValues = videoSamples.map((i) => i.v);
     const audioValues = audioSamples.map((i) => i.v);
     const basis = samples.map((i) => i.v);
+    const labels = {
+      video: 'estimated glass-to-glass (server in→out + ½ ping RTT + jitter buffer + encode + decode)',
+      speech: 'estimated speech-end-to-ear (server speech end→first audio + ½ ping RTT + audio jitter buffer)',
+      audio: 'estimated mouth-to-ear (server audio in→out + ½ ping RTT + audio jitter buffer)',
+    };
     return {
       estimate: true,
       kind,
-      label:
-        kind === 'video'
-          ? 'estimated glass-to-glass (server in→out + ½ ping RTT + jitter buffer + encode + decode)'
-          : 'estimated mouth-to-ear (server audio in→out + ½ ping RTT + audio jitter buffer)',
+      label: labels[kind],
       glassToGlass: { p50: round1(percentile(estimates, 50)), p95: round1(percentile(estimates, 95)), n: estimates.length },
       server: { p50: round1(percentile(serverValues, 50)), p95: round1(percentile(serverValues, 95)), n: serverValues.length },
       audioServer: { p50: round1(percentile(audioValues, 50)), p95: round1(percentile(audioValues, 95)), n: audioValues.length },

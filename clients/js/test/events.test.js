@@ -38,6 +38,17 @@ test('utterance latency keeps its three numbers', () => {
   assert.equal(r.event.ms, undefined);
 });
 
+test('utterance latency as the speech chain publishes it (utterance id, *_ms names)', () => {
+  const r = parseServerMessage(JSON.stringify({ type: 'latency', utterance: 2, final_transcript_ms: 250.5, translation_ms: 300, first_audio_ms: 480, t: 3 }));
+  assert.equal(r.event.kind, 'utterance');
+  assert.equal(r.event.speech_end_to_transcript_ms, 250.5);
+  assert.equal(r.event.speech_end_to_translation_ms, 300);
+  assert.equal(r.event.speech_end_to_first_audio_ms, 480);
+  const v = parseServerMessage(JSON.stringify({ type: 'latency', kind: 'video', ms: 5, seq: 9, t: 3 }));
+  assert.equal(v.event.kind, 'video');
+  assert.equal(v.event.speech_end_to_first_audio_ms, undefined);
+});
+
 test('accepts binary UTF-8 payloads and unknown types pass through', () => {
   const bytes = new TextEncoder().encode(JSON.stringify({ type: 'custom', value: 'ü', t: 4 }));
   const r = parseServerMessage(bytes.buffer);

@@ -146,6 +146,15 @@ test('no video samples (speech pipelines): the estimate follows the audio path',
   assert.equal(snap.glassToGlass.p50, 25 + 4 + 40);
   assert.deepEqual(snap.missing, []);
   assert.deepEqual(snap.components, { serverMs: 25, networkMs: 4, jitterBufferMs: 40 });
+  // per-utterance figures win over raw audio samples: speech end -> first audio
+  est.observeLatency({ kind: 'utterance', speech_end_to_first_audio_ms: 400 }, 250);
+  est.observeLatency({ kind: 'utterance', speech_end_to_first_audio_ms: 600 }, 260);
+  const speech = est.snapshot(300);
+  assert.equal(speech.kind, 'speech');
+  assert.match(speech.label, /speech-end-to-ear/);
+  assert.equal(speech.glassToGlass.p50, 500 + 4 + 40);
+  assert.equal(speech.glassToGlass.n, 2);
+  assert.equal(est.snapshot(60000).glassToGlass.n, 2, 'utterances are kept by count, not time');
   est.observeLatency({ kind: 'video', ms: 10 }, 250);
   assert.equal(est.snapshot(300).kind, 'video');
 });
