@@ -136,7 +136,7 @@ class FaceDetect(Stage):
         height, width = image.shape[:2]
         scale = min(1.0, self.params.detect_width / width)
         small = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)  # no equalizeHist: it loses small faces
         smallest = max(16, int(self.params.min_face * small.shape[0]))
         found = self._cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest))
         return [tuple(round(v / scale) for v in rect) for rect in found]  # type: ignore[misc]
