@@ -83,7 +83,7 @@ def test_three_chromium_viewers_share_one_pipeline_run() -> None:
     for before, after in zip(everyone[:2], paused[:2], strict=True):
         assert after["fps"] > 0.5 * before["fps"], (everyone, paused)
         if before["jitterMs"] is not None and after["jitterMs"] is not None:
-            assert after["jitterMs"] < 2 * before["jitterMs"] + 50, (everyone, paused)
+            assert after["jitterMs"] < 2 * before["jitterMs"] + 100, (everyone, paused)
     # closing one viewer leaves the others running
     assert result["server_viewers_after_close"] == 2
     for before, after in zip(everyone[:2], closed, strict=True):

@@ -6,8 +6,9 @@ and marker tone from the Python peer) and adds aiortc WHEP viewers step by step.
 Each viewer reads the barcode of every frame it receives: latency is the arrival
 time minus the time that frame number left the publisher (one clock). Also
 reported: the node's own capture-to-viewer-sender latency from ``/metrics``.
-Viewers decode in this process, so at large N the client side is busy too: the
-node's CPU and its server-side latency are the numbers that scale with the node.
+Only ``--probes`` viewers decode (and measure latency); the others are load viewers
+that receive and decrypt every packet but only count encoded frames, so this
+process can host many of them next to the node on a small machine.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,6 +128,24 @@ async def patch_candidates(http: aiohttp.ClientSession, resource: str, offer: st
         return response.status
 
 
+class _CountingQueue:
+    """Stands in for an aiortc receiver's decoder queue: counts encoded frames instead of decoding them.
+
+    A load viewer then costs this process only SRTP and depacketizing, so one machine can
+    host many. ``None`` (the receiver stopping) still reaches the real decoder thread.
+    """
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+        self.frames = 0
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            self.original.put(None)
+        else:
+            self.frames += 1
+
+
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -138,7 +158,7 @@ class WhepViewer:
     sent_at: dict[int, float] = field(default_factory=dict)
     token: str | None = None
     video_codecs: list[str] | None = None
-    decode: bool = True  # read barcodes (costs CPU in this process)
+    decode: bool = True  # decode and read barcodes; False: only count encoded frames (a cheap load viewer)
     frames: int = 0
     audio_frames: int = 0
     inverted: int = 0
@@ -147,6 +167,7 @@ class WhepViewer:
     pc: RTCPeerConnection | None = None
     paused: bool = False  # stop reading: frames pile up in aiortc's own queue on this side
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _counters: dict[str, _CountingQueue] = field(default_factory=dict)
 
     async def start(self, http: aiohttp.ClientSession) -> None:
         self.pc = pc = RTCPeerConnection(rtc_configuration([]))
@@ -158,6 +179,18 @@ class WhepViewer:
         await pc.setLocalDescription(await pc.createOffer())
         answer, self.resource = await post_sdp(http, self.url, pc.localDescription.sdp, self.token)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        if not self.decode:
+            for transceiver in pc.getTransceivers():
+                receiver = transceiver.receiver
+                counting = _CountingQueue(receiver._RTCRtpReceiver__decoder_queue)  # type: ignore[attr-defined]
+                receiver._RTCRtpReceiver__decoder_queue = counting  # type: ignore[attr-defined]
+                self._counters[transceiver.kind] = counting
+
+    @property
+    def received(self) -> int:
+        """Video frames received: decoded ones, or encoded ones counted by a load viewer."""
+        counting = self._counters.get("video")
+        return counting.frames if counting is not None else self.frames
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         self._tasks.append(asyncio.create_task(self._read(track)))
@@ -173,8 +206,6 @@ class WhepViewer:
                     self.audio_frames += 1
                     continue
                 self.frames += 1
-                if not self.decode:
-                    continue
                 code = decode_barcode(frame.to_ndarray(format="rgb24"))
                 if code is None:
                     continue
@@ -200,7 +231,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viewers", default="1,2,4,8,12,16", help="viewer counts to step through")
     parser.add_argument("--step-seconds", type=float, default=8.0, help="seconds measured at each step")
     parser.add_argument("--settle-seconds", type=float, default=2.0, help="seconds after adding viewers")
-    parser.add_argument("--decode-every", type=int, default=1, help="read barcodes on every k-th viewer only")
+    parser.add_argument("--probes", type=int, default=2, help="viewers that decode and read barcodes (latency)")
     parser.add_argument("--p95-goal-ms", type=float, default=500.0, help="latency a served viewer must stay under")
     parser.add_argument("--cpu-goal", type=float, default=0.8, help="node CPU share (of all cores) it may use")
 
@@ -215,8 +246,8 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1) if values else None
 
 
-async def _metric_p95(http: aiohttp.ClientSession, base: str) -> float | None:
-    """p95 of the node's capture -> viewer sender latency, from its histogram buckets (ms)."""
+async def _latency_buckets(http: aiohttp.ClientSession, base: str) -> list[tuple[float, float]]:
+    """The node's capture -> viewer-sender latency histogram (cumulative buckets, seconds)."""
     async with http.get(f"{base}/metrics") as response:
         text = await response.text()
     buckets = []
@@ -224,11 +255,21 @@ async def _metric_p95(http: aiohttp.ClientSession, base: str) -> float | None:
         if line.startswith("streamai_viewer_latency_seconds_bucket"):
             bound = line.split('le="', 1)[1].split('"', 1)[0]
             buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-    if not buckets or buckets[-1][1] == 0:
+    return buckets
+
+
+def _bucket_p95(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> float | None:
+    """p95 upper bound (ms) of what the histogram gained between two snapshots.
+
+    Viewers that left between the snapshots take their counts with them: the window
+    then undercounts, which is why every step only adds viewers.
+    """
+    old = dict(before)
+    window = [(bound, count - old.get(bound, 0.0)) for bound, count in after]
+    if not window or window[-1][1] <= 0:
         return None
-    total = buckets[-1][1]
-    for bound, count in buckets:
-        if count >= 0.95 * total:
+    for bound, count in window:
+        if count >= 0.95 * window[-1][1]:
             return round(bound * 1000, 1)
     return None
 
@@ -239,8 +280,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     counts = sorted({int(v) for v in args.viewers.split(",") if v.strip()})
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="whep-bench-", delete=False) as config:
+        config.write(f"max_viewers: {max(counts)}\n")
+    command = [sys.executable, "-m", "streamai", "serve", "--port", str(port), "--ice-loopback"]
+    command += ["--config", config.name]
     server = subprocess.Popen(
-        [sys.executable, "-m", "streamai", "serve", "--port", str(port), "--ice-loopback", "--max-sessions", "2"],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "STREAMAI_TOKEN": ""},
@@ -266,28 +311,29 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         viewer = WhepViewer(
                             f"{base}/whep/{publisher.session_id}",
                             sent_at=publisher.video.sent_at,
-                            decode=len(viewers) % max(1, args.decode_every) == 0,
+                            decode=len(viewers) < args.probes,
                         )
                         await viewer.start(http)
                         viewers.append(viewer)
                     await asyncio.sleep(args.settle_seconds)
                     for viewer in viewers:
                         viewer.latency_ms.clear()
-                    frames_before = [v.frames for v in viewers]
+                    frames_before = [v.received for v in viewers]
+                    buckets_before = await _latency_buckets(http, base)
                     proc.cpu_percent(None)
                     started = time.monotonic()
                     await asyncio.sleep(args.step_seconds)
                     cpu = proc.cpu_percent(None) / 100  # cores used by the node
                     elapsed = time.monotonic() - started
                     latencies = [ms for v in viewers for ms in v.latency_ms]
-                    fps = [(v.frames - b) / elapsed for v, b in zip(viewers, frames_before, strict=True)]
+                    fps = [(v.received - b) / elapsed for v, b in zip(viewers, frames_before, strict=True)]
                     step = {
                         "viewers": count,
                         "node_cpu_cores": round(cpu, 2),
                         "node_cpu_share": round(cpu / cores, 3),
                         "viewer_p50_ms": _pct(latencies, 50),
                         "viewer_p95_ms": _pct(latencies, 95),
-                        "node_to_sender_p95_ms": await _metric_p95(http, base),
+                        "node_to_sender_p95_ms": _bucket_p95(buckets_before, await _latency_buckets(http, base)),
                         "viewer_fps_min": round(min(fps), 1),
                         "viewer_fps_mean": round(sum(fps) / len(fps), 1),
                     }
@@ -305,6 +351,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             server.wait(10)
         except subprocess.TimeoutExpired:
             server.kill()
+        os.unlink(config.name)
     served = [
         s["viewers"]
         for s in steps
