@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "router",
     "probe",
     "bench",
+    "models",
 )
 
 

