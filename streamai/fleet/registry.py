@@ -46,7 +46,7 @@ class NodeReport(Strict):
     remote_stages: bool = False  # the node can run placement: remote/auto stages
 
 
-@dataclass
+@dataclass(eq=False)
 class NodeEntry:
     """A node as the router tracks it."""
 

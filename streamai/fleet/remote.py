@@ -333,7 +333,7 @@ class RemoteStage(Stage):
         if self.placement == "auto" or self.fallback == "edge":
             self.local = self.wrapped(self.params, self.context)
             self.local.bind(self.push)
-            self.local.can_make_it = lambda frame: self.can_make_it(frame)  # type: ignore[method-assign]
+            self.local.can_make_it = lambda frame: now() + self._downstream() <= frame.deadline  # type: ignore[method-assign]
             await self.local.start()
         try:
             self.handle = await self.factory.handle(self.wrapped, self.context, self.config)
@@ -438,7 +438,7 @@ class RemoteStage(Stage):
         self.counts[reason] += 1
         if self.counts[reason] in (1, 10) or self.counts[reason] % 100 == 0:
             log.warning("remote stage %s: %s (%d so far): %s", self.context.name, reason, self.counts[reason], exc)
-        if self.local is not None and self.can_make_it(frame):
+        if self.local is not None and now() + self._downstream() <= frame.deadline:
             await self._run_edge(frame)  # fallback: edge
             return
         self.drop(frame, reason)
@@ -470,7 +470,7 @@ class RemoteStage(Stage):
 
     def _runner(self) -> Any:
         """The engine's StageRunner for this stage (it binds ``can_make_it`` to itself)."""
-        return getattr(self.can_make_it, "__self__", None)
+        return getattr(getattr(self, "can_make_it", None), "__self__", None)
 
     def _downstream(self) -> float:
         runner = self._runner()

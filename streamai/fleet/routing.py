@@ -58,11 +58,11 @@ def rank(
 ) -> Decision:
     """Rank ``nodes`` for one session of ``pipeline``; raises ``NoRoute`` when none fits."""
     timeout = config.heartbeat_timeout_s
-    all_nodes = list(nodes)
-    offering = [n for n in all_nodes if n.offer(pipeline) is not None]
+    offers = {n: o for n in nodes if (o := n.offer(pipeline)) is not None}
+    offering = list(offers)
     if not offering:
         raise NoRoute(404, "unknown_pipeline", f"no node in the fleet offers pipeline {pipeline!r}")
-    policies = {n.offer(pipeline).data_region for n in offering}  # type: ignore[union-attr]
+    policies = {o.data_region for o in offers.values()}
     data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
     skipped: dict[str, str] = {}
     usable: list[NodeEntry] = []
@@ -100,13 +100,12 @@ def rank(
         if any(reason == "at_capacity" for reason in skipped.values()):
             raise NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
         raise NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
-    rtt = client_rtt_ms or {}
+    rtt = {r: client_rtt_ms[r] if client_rtt_ms and r in client_rtt_ms else config.rtt(client_region, r)
+           for r in {n.report.region for n in usable}}  # fmt: skip
     choices = []
     for node in usable:
         region = node.report.region
-        path_ms = rtt.get(region, config.rtt(client_region, region))
-        pipeline_ms = node.offer(pipeline).expected_ms()  # type: ignore[union-attr]
-        expected = path_ms + config.load_penalty_ms * node.utilisation + pipeline_ms
+        expected = rtt[region] + config.load_penalty_ms * node.utilisation + offers[node].expected_ms()
         same = client_region is not None and region == client_region
         failed = node.recently_failed(pipeline, at, config.failure_cooldown_s)
         choices.append(Choice(node, same, expected, failed))
