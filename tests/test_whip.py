@@ -122,7 +122,7 @@ async def test_whip_ingest_h264_and_trickle_then_whep_fan_out(codecs: list[str],
         ]
         for viewer in viewers:
             await viewer.start(http)
-        assert await wait_until(lambda: all(v.frames > 30 for v in viewers), 15)
+        assert await wait_until(lambda: all(v.received > 30 for v in viewers), 15)
         assert session.summary()["viewers"] == 3
         async with http.get(f"{url}/metrics") as r:
             assert 'streamai_viewers{pipeline="transform"} 3' in await r.text()
@@ -136,9 +136,9 @@ async def test_whip_ingest_h264_and_trickle_then_whep_fan_out(codecs: list[str],
         # closing one viewer leaves the others running
         await viewers[1].stop(http)
         assert await wait_until(lambda: session.summary()["viewers"] == 2, 5)
-        before = [viewers[0].frames, viewers[2].frames]
+        before = [viewers[0].received, viewers[2].received]
         await asyncio.sleep(1.5)
-        assert viewers[0].frames > before[0] and viewers[2].frames > before[1]
+        assert viewers[0].received > before[0] and viewers[2].received > before[1]
         # ending the session ends its viewers
         await publisher.stop(http)
         assert await wait_until(lambda: not session.viewers, 5)

@@ -145,6 +145,9 @@ class _CountingQueue:
         else:
             self.frames += 1
 
+    def get(self, *args: Any, **kwargs: Any) -> Any:  # a decoder thread started after the swap waits here
+        return self.original.get(*args, **kwargs)
+
 
 def _auth(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
