@@ -115,9 +115,12 @@ class AvatarDiffusion(Stage):
         self._event_prompt: str | None = None
         self.frames_generated = 0
         self.frames_skipped = 0
-        if p.warmup:
+        if p.warmup:  # two passes on a textured picture: the first real frame is otherwise seconds late
             side = p.size or 256
-            await self.run_blocking(self._generate, np.zeros((side, side, 3), np.uint8), *await self._embeddings())
+            picture = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+            embeds = await self._embeddings()
+            for _ in range(2):
+                await self.run_blocking(self._generate, picture, *embeds)
 
     async def stop(self) -> None:
         release = getattr(self, "_release", None)
