@@ -19,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ice-loopback", action="store_true", default=None, help="offer only 127.0.0.1 ICE candidates (tests, demos)"
     )
     parser.add_argument("--audio-prefetch", type=int, help="aiortc audio jitter prefetch in packets (default 4)")
+    parser.add_argument(
+        "--preload", action="append", help="load this pipeline's models at start and keep them (repeatable)"
+    )
     parser.add_argument("--router", dest="router_url", help="register with this fleet router (streamai router)")
     parser.add_argument("--region", help="this node's region (fleet routing, per-region models)")
     parser.add_argument("--node-id", help="this node's id in the fleet (default <hostname>-<port>)")
@@ -54,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
             token=args.token,
             ice_loopback=args.ice_loopback,
             audio_prefetch=args.audio_prefetch,
+            preload=args.preload,
             router_url=args.router_url,
             region=args.region,
             node_id=args.node_id,

@@ -27,6 +27,7 @@ SETTINGS = web.AppKey("settings", ServerSettings)
 LIBRARY = web.AppKey("library", PipelineLibrary)
 SESSIONS = web.AppKey("sessions", SessionManager)
 GUARD = web.AppKey("guard", EntryGuard)
+PRELOADED = web.AppKey("preloaded", list)
 MODELS = web.AppKey("models", SharedModels)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -270,17 +271,57 @@ def add_static(app: web.Application, static_dir: Path) -> None:
             return web.FileResponse(page)
         return web.Response(text=MINIMAL_PAGE, content_type="text/html")
 
+    async def client_file(request: web.Request) -> web.StreamResponse:
+        """The JS client's published files only (not its tests or node_modules)."""
+        relative = request.match_info["path"]
+        top = relative.split("/", 1)[0]
+        path = (js_dir / relative).resolve()
+        published = top in JS_PUBLISHED or (top == "lib" and relative.endswith(".js"))
+        if not published or not path.is_file() or js_dir.resolve() not in path.parents:
+            raise web.HTTPNotFound(text="no such client file")
+        return web.FileResponse(path)
+
     app.router.add_get("/", index)
     if web_dir.is_dir():
         app.router.add_static("/web/", web_dir)
     if js_dir.is_dir():
-        app.router.add_static("/js/", js_dir)
+        app.router.add_get("/js/{path:.+}", client_file)
+
+
+JS_PUBLISHED = {"streamai.js", "streamai.d.ts", "whep.js", "package.json"}
 
 
 MINIMAL_PAGE = """<!doctype html><meta charset="utf-8"><title>streamai</title>
 <p>streamai node. The demo page lives in clients/web/ (not found next to this server).
 API: <a href="/v1/pipelines">/v1/pipelines</a>, <a href="/v1/sessions">/v1/sessions</a>,
 <a href="/metrics">/metrics</a>.</p>"""
+
+
+class _NullSink:
+    def deliver(self, frame: object) -> None:
+        """Preloaded pipelines only hold models; they never get frames."""
+
+
+async def preload_pipelines(app: web.Application) -> None:
+    """Load the models of ``settings.preload`` now, so the first session does not wait for them."""
+    from ..engine import PipelineRunner
+
+    library = app[LIBRARY]
+    for name in app[SETTINGS].preload:
+        config = library.get(name)
+        if config is None:
+            raise RuntimeError(f"cannot preload unknown pipeline {name!r}; offered: {', '.join(library.pipelines)}")
+        started = time.monotonic()
+        print(f"preloading models of {name} ...", flush=True)
+        runner = PipelineRunner(config, library.registry, _NullSink(), resources=app[MODELS])
+        await runner.start()
+        app[PRELOADED].append(runner)
+        print(f"preloaded {name} in {time.monotonic() - started:.1f} s", flush=True)
+
+
+async def release_preloaded(app: web.Application) -> None:
+    for runner in app[PRELOADED]:
+        await runner.stop()
 
 
 def create_app(settings: ServerSettings, registry: StageRegistry | None = None) -> web.Application:
@@ -303,6 +344,9 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app[MODELS] = models
     app[SESSIONS] = manager
     app[GUARD] = guard
+    app[PRELOADED] = []
+    app.on_startup.append(preload_pipelines)
+    app.on_cleanup.append(release_preloaded)
     for problem in app[LIBRARY].errors.values():
         log.warning("pipeline not offered: %s", problem)
     app.router.add_post("/v1/sessions", create_session)

@@ -38,6 +38,7 @@ class ServerSettings(BaseModel):
     token: str | None = None  # bearer token for the session API; also STREAMAI_TOKEN
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
+    preload: list[str] = Field(default_factory=list)  # pipelines whose models load at start and stay loaded
     retry_after_s: int = Field(5, ge=1)
     # fleet (streamai/fleet, docs/fleet.md): register with a router, run remote stages on Ray Serve
     router_url: str | None = None  # heartbeat to this router (``streamai router``)
