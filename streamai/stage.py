@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .events import EventBus
-from .frames import ControlFrame, Frame, FrameKind
+from .frames import ControlFrame, Frame, FrameKind, now
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ class Stage:
         self.params = params
         self.context = context
         self._push: Callable[[Frame], Awaitable[None]] | None = None
+        self._drop: Callable[[Frame, str], None] | None = None
+        self._downstream: Callable[[], float] | None = None
         self._executor: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -90,8 +92,29 @@ class Stage:
     async def on_control(self, frame: ControlFrame) -> None:
         """React to a control frame; it is forwarded downstream afterwards regardless."""
 
-    def bind(self, push: Callable[[Frame], Awaitable[None]]) -> None:
+    def bind(
+        self,
+        push: Callable[[Frame], Awaitable[None]],
+        drop: Callable[[Frame, str], None] | None = None,
+        downstream: Callable[[], float] | None = None,
+    ) -> None:
+        """Called by the engine: where pushed frames go, where drops are counted, what lies downstream."""
         self._push = push
+        self._drop = drop
+        self._downstream = downstream
+
+    def drop(self, frame: Frame, reason: str) -> None:
+        """Count a frame this stage gave up on (in the engine's stats, events and metrics)."""
+        if self._drop is not None:
+            self._drop(frame, reason)
+
+    def downstream_estimate(self) -> float:
+        """Seconds the stages after this one (and the send) are expected to take."""
+        return self._downstream() if self._downstream is not None else 0.0
+
+    def can_make_it(self, frame: Frame) -> bool:
+        """For stream stages: would ``frame``, emitted now, reach the output before its deadline?"""
+        return now() + self.downstream_estimate() <= frame.deadline
 
     async def push(self, frame: Frame) -> None:
         """Send a frame to the next stage (or the pipeline's output)."""

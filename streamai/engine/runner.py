@@ -83,8 +83,7 @@ class StageRunner:
         self.consecutive_errors = 0
         self.refusing_since: float | None = None
         self.task: asyncio.Task[None] | None = None
-        stage.bind(self.emit)
-        stage.can_make_it = self.can_make_it  # type: ignore[method-assign]
+        stage.bind(self.emit, self.drop, self.downstream_estimate)
 
     def drop(self, frame: Frame, reason: str) -> None:
         self.stats.drops[reason] += 1
@@ -96,10 +95,6 @@ class StageRunner:
     def remaining(self) -> float:
         """Service time still ahead of a frame admitted here, to the end of the pipeline."""
         return self.estimator.estimate + self.downstream_estimate()
-
-    def can_make_it(self, frame: Frame) -> bool:
-        """For stream stages: would an emitted ``frame`` reach the output in time?"""
-        return now() + self.downstream_estimate() <= frame.deadline
 
     async def emit(self, frame: Frame) -> None:
         self.stats.emitted += 1

@@ -333,7 +333,7 @@ class RemoteStage(Stage):
         if self.placement == "auto" or self.fallback == "edge":
             self.local = self.wrapped(self.params, self.context)
             self.local.bind(self.push)
-            self.local.can_make_it = lambda frame: now() + self._downstream() <= frame.deadline  # type: ignore[method-assign]
+            self.local.can_make_it = lambda frame: now() + self.downstream_estimate() <= frame.deadline  # type: ignore[method-assign]
             await self.local.start()
         try:
             self.handle = await self.factory.handle(self.wrapped, self.context, self.config)
@@ -364,7 +364,7 @@ class RemoteStage(Stage):
         if len(self._in_flight) >= MAX_IN_FLIGHT:
             self.drop(frame, "remote_busy")
             return
-        if at + self.remote_time.estimate + self._downstream() > frame.deadline:
+        if at + self.remote_time.estimate + self.downstream_estimate() > frame.deadline:
             self.drop(frame, "remote_would_miss")
             return
         task = asyncio.create_task(self._call(frame), name=f"remote:{self.context.name}")
@@ -382,7 +382,7 @@ class RemoteStage(Stage):
         if at - self.last_edge_probe >= EDGE_PROBE_S:
             self.last_edge_probe = at
             return True  # refresh the edge measurement now and then
-        return at + self.edge_time.estimate + self._downstream() <= frame.deadline
+        return at + self.edge_time.estimate + self.downstream_estimate() <= frame.deadline
 
     async def _run_edge(self, frame: Frame) -> None:
         assert self.local is not None
@@ -393,13 +393,13 @@ class RemoteStage(Stage):
 
     async def _call(self, frame: Frame) -> None:
         sent = now()
-        remaining = frame.deadline - sent - self._downstream()
+        remaining = frame.deadline - sent - self.downstream_estimate()
         timeout = max(remaining, STREAM_MIN_TIMEOUT_S) if self._stream else remaining
         timeout = min(timeout, self.factory.call_timeout_s)
         if timeout <= 0:
             self.drop(frame, "remote_would_miss")
             return
-        call = RemoteCall(self.key, self.params_dict, _shift(frame, -sent), self._downstream())
+        call = RemoteCall(self.key, self.params_dict, _shift(frame, -sent), self.downstream_estimate())
         try:
             response = self.handle.process.remote(call)
         except Exception as exc:
@@ -438,7 +438,7 @@ class RemoteStage(Stage):
         self.counts[reason] += 1
         if self.counts[reason] in (1, 10) or self.counts[reason] % 100 == 0:
             log.warning("remote stage %s: %s (%d so far): %s", self.context.name, reason, self.counts[reason], exc)
-        if self.local is not None and now() + self._downstream() <= frame.deadline:
+        if self.local is not None and now() + self.downstream_estimate() <= frame.deadline:
             await self._run_edge(frame)  # fallback: edge
             return
         self.drop(frame, reason)
@@ -468,21 +468,10 @@ class RemoteStage(Stage):
     async def _await(response: Any) -> Any:
         return await response
 
-    def _runner(self) -> Any:
-        """The engine's StageRunner for this stage (it binds ``can_make_it`` to itself)."""
-        return getattr(getattr(self, "can_make_it", None), "__self__", None)
-
-    def _downstream(self) -> float:
-        runner = self._runner()
-        return float(runner.downstream_estimate()) if runner is not None else 0.0
-
     def drop(self, frame: Frame, reason: str) -> None:
-        """Count a frame this stage gave up on in the engine's drop counters (stats, events, metrics)."""
-        runner = self._runner()
-        if runner is not None and hasattr(runner, "drop"):
-            runner.drop(frame, reason)
-        else:
-            self.counts[f"dropped_{reason}"] += 1
+        """Count a frame this stage gave up on: in the engine's counters, and in this stand-in's own."""
+        self.counts[f"dropped_{reason}"] += 1
+        super().drop(frame, reason)
 
     def snapshot(self) -> dict[str, Any]:
         return {
