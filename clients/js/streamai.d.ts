@@ -153,6 +153,8 @@ export declare class Session {
   constructor(options: ConnectOptions);
   readonly state: SessionState;
   sessionId: string | null;
+  /** The node holding the session (differs from `url` when a fleet router placed it). */
+  nodeUrl: string | null;
   pipeline: string | null;
   remoteStream: MediaStream | null;
   localStream: MediaStream | null;
@@ -239,3 +241,17 @@ export declare class StateMachine {
   transition(to: SessionState, info?: object): boolean;
 }
 export declare function sortCodecs<T extends { mimeType: string }>(codecs: T[], preferred?: string[]): T[];
+
+export declare class WhepError extends Error {
+  status: number;
+  code: string;
+}
+/** Watch a session's processed output over WHEP; `stream.viewer.close()` ends the viewer. */
+export declare function watch(options: {
+  url?: string;
+  session: string;
+  video?: HTMLVideoElement;
+  token?: string;
+  iceServers?: RTCIceServer[];
+  gatherTimeoutMs?: number;
+}): Promise<MediaStream & { viewer: { close(): Promise<void> } }>;

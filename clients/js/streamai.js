@@ -18,6 +18,7 @@ export { parseServerMessage, encodeClientMessage, CaptionTrack, MAX_MESSAGE_BYTE
 export { LatencyEstimator, percentile, extractRtcStats } from './lib/metrics.js';
 export { StateMachine, STATES } from './lib/state.js';
 export { sortCodecs } from './lib/media.js';
+export { watch, WhepError } from './whep.js';
 
 export const VERSION = '0.1.0';
 
@@ -310,6 +311,8 @@ export class Session {
     this.answer = answer;
     this.sessionId = answer.session_id ?? null;
     this.pipeline = answer.pipeline ?? this.pipeline;
+    // through a fleet router the answer names the node that holds the session: talk to it directly
+    this.nodeUrl = typeof answer.node_url === 'string' && answer.node_url ? answer.node_url : o.url;
     this._checkAlive();
     // from the answer on, ICE + DTLS + the events channel get connectTimeoutMs (the POST has its own
     // requestTimeoutMs: a server may load a model before it answers)
@@ -462,7 +465,7 @@ export class Session {
   _openSocket(eventsUrl) {
     const { WebSocket } = this.deps;
     if (typeof WebSocket !== 'function') throw new StreamaiError('WebSocket is not available', { code: 'unsupported' });
-    let url = websocketUrl(eventsUrl, this.options.url, this.deps.location);
+    let url = websocketUrl(eventsUrl, this.nodeUrl ?? this.options.url, this.deps.location);
     if (this.options.token) url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.options.token)}`;
     const ws = new WebSocket(url);
     this.socket = ws;
@@ -638,7 +641,7 @@ export class Session {
     try {
       const res = await request(
         this.deps,
-        endpoint(this.options.url, `/v1/sessions/${encodeURIComponent(id)}`),
+        endpoint(this.nodeUrl ?? this.options.url, `/v1/sessions/${encodeURIComponent(id)}`),
         { method: 'DELETE', headers: authHeaders(this.options.token), keepalive: true },
         3000,
       );

@@ -3,6 +3,7 @@ import { CaptionTrack, StreamaiError, connect, fetchPipelines } from '/js/stream
 
 const $ = (id) => document.getElementById(id);
 const ui = {
+  share: $('share'),
   pipeline: $('pipeline'),
   pipelineDesc: $('pipeline-desc'),
   start: $('start'),
@@ -343,6 +344,7 @@ async function start() {
     demo.session = session;
     ui.remotePlaceholder.hidden = true;
     ui.sessionId.textContent = session.sessionId ? `session ${session.sessionId.slice(0, 8)}` : '';
+    ui.share.hidden = !session.sessionId;
     logEvent('state', `connected to ${session.pipeline} (${session.sessionId})`);
   } catch (err) {
     // the session already went to 'closed' (handlers.state → onClosed); show why
@@ -355,6 +357,7 @@ async function start() {
 }
 
 function onClosed(error) {
+  ui.share.hidden = true;
   if (error && !busy) showError(error, 'Session ended');
   cleanupLocal();
   setRunning(false);
@@ -444,3 +447,17 @@ async function loadPipelines() {
 
 setState('idle');
 loadPipelines();
+
+// Anyone with this link watches the processed stream over WHEP (one pipeline run, many viewers).
+ui.share.addEventListener('click', async () => {
+  const id = demo.session?.sessionId;
+  if (!id) return;
+  const link = new URL(`/web/viewer.html?session=${encodeURIComponent(id)}`, location.href).href;
+  try {
+    await navigator.clipboard?.writeText(link);
+  } catch {
+    // clipboard may be refused; the new tab still opens
+  }
+  window.open(link, '_blank', 'noopener');
+  logEvent('state', `viewer link: ${link}`);
+});

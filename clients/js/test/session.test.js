@@ -439,3 +439,16 @@ test('reconnect gives up after `retries` attempts', async () => {
   await assert.rejects(r.ready, (e) => e.status === 502);
   assert.equal(posts, 3);
 });
+
+test('through a fleet router: DELETE goes to the node named in the answer', async () => {
+  const calls = [];
+  const routes = [
+    [/^POST http:\/\/router:9000\/v1\/sessions$/, () => answer({ node_id: 'eu1', node_url: 'http://eu1:8080' })],
+    [/^DELETE /, okDelete],
+  ];
+  const s = await connect({ ...fast, url: 'http://router:9000', pipeline: 'transform', deps: deps({ routes, calls }) });
+  assert.equal(s.nodeUrl, 'http://eu1:8080');
+  await s.close();
+  assert.ok(calls.some((c) => c.method === 'DELETE' && c.url === 'http://eu1:8080/v1/sessions/s1'));
+  assert.ok(!calls.some((c) => c.method === 'DELETE' && c.url.startsWith('http://router:9000')));
+});
