@@ -115,7 +115,10 @@ class Session:
                     set_audio_prefetch(transceiver.receiver, self.settings.audio_prefetch)
         await self.runner.start()
         answer_as_dtls_server(pc)  # RSA-certificate senders (GStreamer) cannot be DTLS servers to aiortc
-        answer = await pc.createAnswer()
+        try:
+            answer = await pc.createAnswer()
+        except Exception as exc:  # an offer aiortc parsed but cannot answer (e.g. media lines missing)
+            raise SessionError(400, "bad_sdp", f"SDP offer cannot be answered: {exc or type(exc).__name__}") from None
         await pc.setLocalDescription(answer)
         self.state = "connecting"
         self._spawn(self._watchdog(), "watchdog")
