@@ -78,5 +78,14 @@ def run(args: argparse.Namespace) -> int:
         f"  default: {default_pipeline(settings, library)}",
         flush=True,
     )
-    web.run_app(app, host=settings.host, port=settings.port, print=None, handle_signals=True)
+    from ..server.access_log import RedactingAccessLogger
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        handle_signals=True,
+        access_log_class=RedactingAccessLogger,  # the ?token= form never reaches the log
+    )
     return 0
