@@ -22,6 +22,16 @@ offloads the frame otherwise; while offloading it re-measures the edge every
 ``remote.fallback: edge`` runs a frame at the edge when the remote path just failed
 (timeout, dead replica, no deployment); ``drop`` (default) counts the drop.
 
+Scale to zero: a deployment with ``autoscaling.min_replicas: 0`` starts with no
+replica and Serve removes its last replica after ``idle_timeout_s`` without calls.
+The stand-in watches the deployment's running replicas (``serve.status()``, polled
+while sessions use it). While none runs, the first frame sends one ``wake`` call
+(Serve starts a replica for it; the replica starts this session's stage, which loads
+its model) and every frame until it returns is dropped ``cold_start`` or, with
+``fallback: edge``, served by an edge copy of the stage started on first need
+(counted ``fallback_edge``). The wake's round trip is the measured cold start
+(``remote_warm`` event, ``/metrics``).
+
 Ray is imported only here, and only when a node is configured with a Ray address.
 """
 
@@ -36,6 +46,7 @@ import os
 import re
 import time
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -55,6 +66,9 @@ EDGE_PROBE_S = 2.0  # placement auto: one frame at the edge this often while off
 FAILING_FOR_S = 1.0  # after a failure, fallback: edge serves frames this long
 STREAM_MIN_TIMEOUT_S = 1.0  # a stream stage's call is never abandoned sooner
 HOSTED_IDLE_S = 120.0  # a replica forgets a session's stage after this long without frames
+COLD_START_TIMEOUT_S = 120.0  # a wake call (replica start + model load) is given up after this long
+WAKE_RETRY_S = 1.0  # after a failed wake, the next one waits this long
+WATCH_INTERVAL_S = 0.5  # replica count poll of a scale-to-zero deployment
 
 
 # -- what crosses Ray ----------------------------------------------------------------
@@ -113,11 +127,20 @@ class StageHost:
         self.calls = 0
         self.pid = os.getpid()
         self.replica = _replica_id()
+        self.started = time.monotonic()
+        self._creating = asyncio.Lock()  # one stage instance per session, even for concurrent first calls
 
     async def _hosted(self, session: str, params: dict[str, Any]) -> _Hosted:
         hosted = self.sessions.get(session)
         if hosted is not None:
             return hosted
+        async with self._creating:
+            hosted = self.sessions.get(session)
+            if hosted is None:
+                hosted = await self._create(session, params)
+        return hosted
+
+    async def _create(self, session: str, params: dict[str, Any]) -> _Hosted:
         await self._forget_idle()
         events = EventBus()
         context = StageContext(
@@ -140,6 +163,17 @@ class StageHost:
         await stage.start()
         self.sessions[session] = hosted
         return hosted
+
+    async def wake(self, session: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Scale from zero: start ``session``'s stage here (its model loads) and say how long that took."""
+        started = time.monotonic()
+        await self._hosted(session, params)
+        return {
+            "replica": self.replica,
+            "pid": self.pid,
+            "stage_start_s": time.monotonic() - started,
+            "replica_age_s": time.monotonic() - self.started,
+        }
 
     async def process(self, call: RemoteCall) -> RemoteResult:
         received = now()
@@ -197,6 +231,64 @@ def deployment_name(cls: type[Stage], context: StageContext, config: StageConfig
     return f"streamai-{base}-{digest}"
 
 
+def replica_states(name: str) -> dict[str, int]:
+    """Replicas of Serve application ``name`` by state (``RUNNING``, ``STARTING``, ...); blocking."""
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    deployment = app.deployments.get("stage") if app is not None else None
+    if deployment is None:
+        return {}
+    return {str(state).rsplit(".", 1)[-1]: int(count) for state, count in deployment.replica_states.items()}
+
+
+class ReplicaWatch:
+    """The running replicas of one scale-to-zero deployment, polled while stand-ins on this node use it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.states: dict[str, int] = {}
+        self.users: set[RemoteStage] = set()
+        self.warmed_at = -math.inf  # when a wake call last came back (a replica is up)
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> int:
+        return self.states.get("RUNNING", 0)
+
+    @property
+    def cold(self) -> bool:
+        """No replica is running: the next call waits for one to start."""
+        return self.running == 0
+
+    def warmed(self) -> None:
+        """A wake call came back: a replica runs, whatever the last (older) poll said."""
+        self.warmed_at = now()
+        self.states = {**self.states, "RUNNING": max(1, self.running)}
+
+    def update(self, states: dict[str, int], asked_at: float) -> None:
+        if asked_at < self.warmed_at and not states.get("RUNNING"):
+            return  # asked before the replica came up
+        was_running = self.running
+        self.states = states
+        if was_running and self.cold:
+            for user in list(self.users):
+                user.scaled_to_zero()
+
+    async def poll(self) -> None:
+        """Refresh ``states`` every ``WATCH_INTERVAL_S`` while someone uses the deployment."""
+        loop = asyncio.get_running_loop()
+        while self.users:
+            asked_at = now()
+            try:
+                states = await loop.run_in_executor(None, replica_states, self.name)
+            except Exception as exc:  # the controller is briefly unreachable: keep the last view
+                log.debug("replica states of %s: %s", self.name, exc)
+            else:
+                self.update(states, asked_at)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+
 class RayServeStageFactory:
     """``RemoteStageFactory`` on Ray Serve: builds stand-ins, deploys ``StageHost`` once per stage config."""
 
@@ -207,6 +299,9 @@ class RayServeStageFactory:
         self.started_ray = False
         self._handles: dict[str, Any] = {}
         self._lock = asyncio.Lock()
+        self.watches: dict[str, ReplicaWatch] = {}  # scale-to-zero deployments in use here
+        self.totals: Counter[tuple[str, str]] = Counter()  # (stage, cold_starts|fallback_edge|...) -> count
+        self.cold_start_s: dict[str, list[float]] = {}  # stage -> measured cold starts
 
     def connect(self) -> None:
         """Join (or, for ``local``, start) the Ray cluster and make sure Serve runs (blocking)."""
@@ -245,6 +340,41 @@ class RayServeStageFactory:
                 self._handles[name] = await loop.run_in_executor(None, self._deploy, name, cls, context, config)
         return self._handles[name]
 
+    async def watch(
+        self, cls: type[Stage], context: StageContext, config: StageConfig, user: RemoteStage
+    ) -> ReplicaWatch:
+        """Follow the replica count of the stage's (scale-to-zero) deployment while ``user`` runs."""
+        name = deployment_name(cls, context, config)
+        watch = self.watches.get(name)
+        if watch is None:
+            watch = self.watches[name] = ReplicaWatch(name)
+            asked_at = now()
+            watch.update(await asyncio.get_running_loop().run_in_executor(None, replica_states, name), asked_at)
+        watch.users.add(user)
+        if watch.task is None or watch.task.done():
+            watch.task = asyncio.create_task(watch.poll(), name=f"replicas:{name}")
+        return watch
+
+    def unwatch(self, watch: ReplicaWatch, user: RemoteStage) -> None:
+        watch.users.discard(user)  # the poll ends by itself when nobody is left
+
+    def metrics_lines(self) -> list[str]:
+        """Prometheus lines: cold starts of scale-to-zero stages and frames served at the edge meanwhile."""
+        lines = [
+            "# HELP streamai_remote_events_total Remote stage events on this node (cold_starts, fallback_edge).",
+            "# TYPE streamai_remote_events_total counter",
+        ]
+        for (stage, what), count in sorted(self.totals.items()):
+            lines.append(f'streamai_remote_events_total{{stage="{stage}",event="{what}"}} {count}')
+        lines += [
+            "# HELP streamai_remote_cold_start_seconds Replica start + model load, first frame to warm.",
+            "# TYPE streamai_remote_cold_start_seconds summary",
+        ]
+        for stage, seconds in sorted(self.cold_start_s.items()):
+            lines.append(f'streamai_remote_cold_start_seconds_sum{{stage="{stage}"}} {sum(seconds):.3f}')
+            lines.append(f'streamai_remote_cold_start_seconds_count{{stage="{stage}"}} {len(seconds)}')
+        return lines
+
     def _deploy(self, name: str, cls: type[Stage], context: StageContext, config: StageConfig) -> Any:
         import ray
         from ray import serve
@@ -257,6 +387,19 @@ class RayServeStageFactory:
                 return serve.get_app_handle(name)
         remote = config.remote or RemoteConfig()
         scaling = remote.autoscaling
+        autoscaling: dict[str, Any] = {
+            "min_replicas": scaling.min_replicas,
+            "initial_replicas": scaling.min_replicas if scaling.min_replicas == 0 else max(1, scaling.min_replicas),
+            "max_replicas": max(scaling.max_replicas, scaling.min_replicas, 1),
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+            "downscale_delay_s": scaling.idle_timeout_s,
+        }
+        if scaling.min_replicas == 0:
+            # scale to zero within about 2 x idle_timeout_s: Serve averages ongoing requests over
+            # look_back_period_s (default 30 s), fed every metrics_interval_s (default 10 s)
+            look_back = min(30.0, scaling.idle_timeout_s)
+            autoscaling["look_back_period_s"] = look_back
+            autoscaling["metrics_interval_s"] = min(10.0, max(0.25, look_back / 4))
         options: dict[str, Any] = {
             "name": "stage",
             "ray_actor_options": {
@@ -264,17 +407,13 @@ class RayServeStageFactory:
                 "num_gpus": remote.num_gpus,
                 "resources": remote.resources,
             },
-            "autoscaling_config": {
-                "min_replicas": scaling.min_replicas,
-                "initial_replicas": max(1, scaling.min_replicas),
-                "max_replicas": max(scaling.max_replicas, scaling.min_replicas, 1),
-                "target_ongoing_requests": scaling.target_ongoing_requests,
-                "downscale_delay_s": scaling.idle_timeout_s,
-            },
+            "autoscaling_config": autoscaling,
             "health_check_period_s": 1.0,
             "health_check_timeout_s": 5.0,
         }
-        app = serve.deployment(StageHost).options(**options)
+        with warnings.catch_warnings():  # metrics_interval_s is deprecated in favour of cluster-wide env vars
+            warnings.simplefilter("ignore", DeprecationWarning)
+            app = serve.deployment(StageHost).options(**options)
         bound = app.bind(cls, context.name, context.device, context.model, context.region)
         log.info("deploying remote stage %s as Serve application %s", context.name, name)
         return serve.run(bound, name=name, route_prefix=None, blocking=False)
@@ -312,6 +451,13 @@ class RemoteStage(Stage):
         self.config = config
         self.placement = config.placement
         self.fallback = (config.remote or RemoteConfig()).fallback
+        self.edge_capable = self.placement == "auto" or self.fallback == "edge"
+        self.scale_to_zero = (config.remote or RemoteConfig()).autoscaling.min_replicas == 0
+        self.watch: ReplicaWatch | None = None  # scale to zero: the deployment's replica count
+        self.cold_starts: list[float] = []  # seconds, first frame to warm
+        self._waking: asyncio.Task[None] | None = None
+        self._wake_retry_at = -math.inf
+        self._local_lock = asyncio.Lock()
         self.key = uuid.uuid4().hex
         self.params_dict = params.model_dump()
         self.handle: Any = None
@@ -330,20 +476,36 @@ class RemoteStage(Stage):
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
-        if self.placement == "auto" or self.fallback == "edge":
-            self.local = self.wrapped(self.params, self.context)
-            self.local.bind(self.push)
-            self.local.can_make_it = lambda frame: now() + self.downstream_estimate() <= frame.deadline  # type: ignore[method-assign]
-            await self.local.start()
+        if self.placement == "auto":
+            await self._start_local()
         try:
             self.handle = await self.factory.handle(self.wrapped, self.context, self.config)
         except Exception as exc:
-            if self.local is None:
+            if not self.edge_capable:
                 raise
             log.warning("remote stage %s unavailable, serving at the edge: %s", self.context.name, exc)
             self.emit_event("warning", message=f"remote stage unavailable, running at the edge: {exc}")
+            await self._start_local()
+            return
+        if self.scale_to_zero:
+            self.watch = await self.factory.watch(self.wrapped, self.context, self.config, self)
+
+    async def _start_local(self) -> Stage:
+        """The edge copy of the stage: at start for ``auto``, on first need for ``fallback: edge``."""
+        async with self._local_lock:
+            if self.local is None:
+                local = self.wrapped(self.params, self.context)
+                local.bind(self.push)
+                local.can_make_it = lambda frame: now() + self.downstream_estimate() <= frame.deadline  # type: ignore[method-assign]
+                await local.start()
+                self.local = local
+            return self.local
 
     async def stop(self) -> None:
+        if self.watch is not None:
+            self.factory.unwatch(self.watch, self)
+        if self._waking is not None:
+            self._waking.cancel()
         for task in list(self._in_flight):
             task.cancel()
         if self.handle is not None:
@@ -357,6 +519,9 @@ class RemoteStage(Stage):
         at = now()
         if self._use_edge(frame, at):
             await self._run_edge(frame)
+            return
+        if self.cold:
+            await self._while_cold(frame)
             return
         if self._stream:
             await self._call(frame)
@@ -373,7 +538,7 @@ class RemoteStage(Stage):
 
     def _use_edge(self, frame: Frame, at: float) -> bool:
         """The placement rule for this frame (see the module docstring)."""
-        if self.local is None:
+        if not self.edge_capable:
             return False
         if self.handle is None or at - self.last_failure < FAILING_FOR_S:
             return True  # no remote, or it just failed: fallback edge / auto keeps serving here
@@ -385,9 +550,9 @@ class RemoteStage(Stage):
         return at + self.edge_time.estimate + self.downstream_estimate() <= frame.deadline
 
     async def _run_edge(self, frame: Frame) -> None:
-        assert self.local is not None
+        local = await self._start_local()
         started = now()
-        await self.local.process(frame)
+        await local.process(frame)
         self.edge_time.update(now() - started)
         self.counts["edge"] += 1
 
@@ -434,14 +599,78 @@ class RemoteStage(Stage):
             await self.push(out)
 
     async def _failed(self, frame: Frame, reason: str, exc: BaseException | None) -> None:
+        if reason == "remote_timeout" and self.cold:
+            await self._while_cold(frame)  # the call waited for a replica that is not there (scaled to zero)
+            return
         self.last_failure = now()
         self.counts[reason] += 1
         if self.counts[reason] in (1, 10) or self.counts[reason] % 100 == 0:
             log.warning("remote stage %s: %s (%d so far): %s", self.context.name, reason, self.counts[reason], exc)
-        if self.local is not None and now() + self.downstream_estimate() <= frame.deadline:
+        if self.edge_capable and now() + self.downstream_estimate() <= frame.deadline:
             await self._run_edge(frame)  # fallback: edge
             return
         self.drop(frame, reason)
+
+    # -- scale to zero -----------------------------------------------------------------
+    @property
+    def cold(self) -> bool:
+        """A scale-to-zero deployment with no replica running, or this stand-in is waking it."""
+        return self.watch is not None and (self._waking is not None or self.watch.cold)
+
+    async def _while_cold(self, frame: Frame) -> None:
+        """A frame while no replica runs: start waking it; serve the frame at the edge or drop it."""
+        self._wake()
+        if self.edge_capable and now() + self.downstream_estimate() <= frame.deadline:
+            self.counts["fallback_edge"] += 1
+            self.factory.totals[(self.context.name, "fallback_edge")] += 1
+            await self._run_edge(frame)
+            return
+        self.drop(frame, "cold_start")
+
+    def _wake(self) -> None:
+        if self._waking is None and now() >= self._wake_retry_at and self.handle is not None:
+            before = self.counts.copy()  # frames dropped or served at the edge during this cold start
+            self._waking = asyncio.create_task(self._wake_up(before), name=f"wake:{self.context.name}")
+
+    async def _wake_up(self, before: Counter[str]) -> None:
+        """One call that makes Serve start a replica and the replica start this session's stage."""
+        sent = now()
+        name = self.context.name
+        self.emit_event("remote_cold_start", fallback=self.fallback)
+        try:
+            info = await asyncio.wait_for(
+                self._await(self.handle.wake.remote(self.key, self.params_dict)), COLD_START_TIMEOUT_S
+            )
+        except Exception as exc:
+            self._wake_retry_at = now() + WAKE_RETRY_S
+            self.counts["cold_start_failed"] += 1
+            self.factory.totals[(name, "cold_start_failed")] += 1
+            log.warning("remote stage %s: cold start failed: %r", name, exc)
+            self.emit_event("warning", message=f"remote stage cold start failed: {exc!r}")
+            return
+        finally:
+            self._waking = None
+        took = now() - sent
+        if self.watch is not None:
+            self.watch.warmed()
+        self.cold_starts.append(took)
+        self.factory.totals[(name, "cold_starts")] += 1
+        self.factory.cold_start_s.setdefault(name, []).append(took)
+        stage_start = float(info.get("stage_start_s", 0.0))
+        log.info("remote stage %s warm after %.2f s (stage start %.2f s)", name, took, stage_start)
+        self.emit_event(
+            "remote_warm",
+            cold_start_ms=round(took * 1000, 1),
+            stage_start_ms=round(stage_start * 1000, 1),  # in the replica: the stage's start, model load included
+            replica=info.get("replica"),
+            pid=info.get("pid"),
+            dropped=self.counts["dropped_cold_start"] - before["dropped_cold_start"],
+            fallback_edge=self.counts["fallback_edge"] - before["fallback_edge"],
+        )
+
+    def scaled_to_zero(self) -> None:
+        """The deployment's last replica went away (idle): the next frame starts a cold start."""
+        self.emit_event("remote_scaled_to_zero")
 
     def _note_replica(self, result: RemoteResult) -> None:
         if result.replica not in self.replicas:
@@ -452,8 +681,8 @@ class RemoteStage(Stage):
     async def on_control(self, frame: ControlFrame) -> None:
         if self.local is not None:
             await self.local.on_control(frame)
-        if self.handle is None:
-            return
+        if self.handle is None or self.cold:
+            return  # a cold replica has no state to reset: the session's stage starts fresh there
         call = RemoteCall(self.key, self.params_dict, frame)
         try:
             result: RemoteResult = await asyncio.wait_for(self._await(self.handle.control.remote(call)), 2.0)
@@ -480,6 +709,8 @@ class RemoteStage(Stage):
             "pids": sorted(self.replica_pids),
             "remote_ms": round(self.remote_time.estimate * 1000, 3),
             "edge_ms": round(self.edge_time.estimate * 1000, 3),
+            "cold_starts_ms": [round(s * 1000, 1) for s in self.cold_starts],
+            "replicas_running": self.watch.running if self.watch is not None else None,
         }
 
 

@@ -258,7 +258,11 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    text = metrics.render(request.app[SESSIONS], request.app[GUARD].metrics_lines())
+    extra = list(request.app[GUARD].metrics_lines())
+    remote = request.app[SESSIONS].remote
+    if remote is not None and hasattr(remote, "metrics_lines"):
+        extra += remote.metrics_lines()  # remote stages: cold starts, edge fallbacks
+    text = metrics.render(request.app[SESSIONS], extra)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
