@@ -92,3 +92,40 @@ def test_region_from_ip_prefix_and_rtt_from_locations() -> None:
     with pytest.raises(NoRoute) as unknown:
         rank([node("a", "eu-west")], "other", "eu-west", CONFIG, 100.5)
     assert unknown.value.status == 404
+
+
+def warm(entry: NodeEntry, is_warm: bool = True, p90_ms: float | None = None) -> NodeEntry:
+    """Set what the node's heartbeat says about pipeline ``p``: models loaded, measured service time."""
+    offer = entry.report.pipelines[0]
+    offer.warm = is_warm
+    if p90_ms is not None:
+        offer.stage_p90_ms = {"stage": p90_ms}
+    return entry
+
+
+def test_warm_node_first_when_latency_is_otherwise_equal() -> None:
+    a, b = node("a", "eu-west"), node("b", "eu-west")
+    assert order([a, b], "eu-west") == ["a", "b"]  # all equal: by id
+    warm(b)
+    assert order([a, b], "eu-west") == ["b", "a"]  # the warm node wins the tie
+    # both measured the pipeline, 2 ms apart (within warm_tie_ms): still a tie, warm first
+    warm(a, False, p90_ms=30.0), warm(b, True, p90_ms=32.0)
+    assert order([a, b], "eu-west") == ["b", "a"]
+    # a node that never ran the pipeline is expected to take what the others measured
+    c = warm(node("c", "eu-west"), True, p90_ms=300.0)
+    d = node("d", "eu-west")
+    assert order([c, d], "eu-west") == ["c", "d"]
+    assert [ch.expected_ms for ch in rank([c, d], "p", "eu-west", CONFIG, 100.5).candidates] == [300.0, 300.0]
+
+
+def test_warmth_never_beats_a_clearly_lower_latency_or_the_region() -> None:
+    busy_warm = warm(node("busy", "eu-west", capacity=2, sessions=1))  # +25 ms load penalty
+    idle_cold = node("idle", "eu-west", capacity=2)
+    assert order([busy_warm, idle_cold], "eu-west") == ["idle", "busy"]
+    far_warm = warm(node("far", "us-east"))
+    assert order([far_warm, node("near", "eu-west")], "eu-west") == ["near", "far"]
+    # no tolerance: only exactly equal latencies tie
+    strict = CONFIG.model_copy(update={"warm_tie_ms": 0.0})
+    a, b = warm(node("a", "eu-west"), False, p90_ms=30.0), warm(node("b", "eu-west"), True, p90_ms=31.0)
+    assert [c.node.id for c in rank([a, b], "p", "eu-west", strict, 100.5).candidates] == ["a", "b"]
+    assert [c.node.id for c in rank([a, b], "p", "eu-west", CONFIG, 100.5).candidates] == ["b", "a"]

@@ -6,7 +6,11 @@ at a time, on a local Ray cluster this benchmark starts (and shuts down). The
 in-process path awaits the same stage class's ``process`` directly. Overhead is
 remote round trip minus in-process time; the replica's own service time is
 reported too. Routing: ``rank()`` over fleets of growing size (nodes spread over
-regions, each offering a few pipelines).
+regions, each offering a few pipelines). Cold start (``--coldstart``): a
+``min_replicas: 0`` deployment of each stage type, woken through the stand-in —
+Serve starts a replica, the replica starts the stage (model load) — timed from the
+wake call to its answer, on fresh deployments; then the time until Serve removes the
+idle replica again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--fleet-sizes", default="10,100,1000", help="node counts for the routing benchmark")
     parser.add_argument("--ray-cpus", type=int, default=2, help="CPUs of the local Ray cluster (default 2)")
+    parser.add_argument(
+        "--coldstart", default="video-transform,asr",
+        help="stage types whose scale-from-zero cold start is measured ('' to skip; default video-transform,asr)",
+    )  # fmt: skip
+    parser.add_argument("--coldstart-runs", type=int, default=3, help="cold starts per stage type (default 3)")
+    parser.add_argument("--idle-timeout", type=float, default=2.0, help="idle_timeout_s of the cold-start stages")
 
 
 def _stats(seconds: list[float]) -> dict[str, float | int | None]:
@@ -101,6 +111,62 @@ async def _measure_stage(type_name: str, registry: StageRegistry, factory: Any, 
     }
 
 
+async def _cold_starts(type_name: str, registry: StageRegistry, factory: Any, args: argparse.Namespace) -> dict:
+    """Scale from zero, ``args.coldstart_runs`` times on fresh deployments, then once back to zero."""
+    from ray import serve
+
+    from ..config import AutoscalingConfig, RemoteConfig
+    from ..fleet.remote import deployment_name, replica_states
+
+    cls = registry.get(type_name)
+    params = cls.Params.model_validate({})
+    runs: list[dict[str, float]] = []
+    to_zero_s: float | None = None
+    scaling = AutoscalingConfig(min_replicas=0, max_replicas=1, idle_timeout_s=args.idle_timeout)
+    for run in range(args.coldstart_runs):
+        remote_config = RemoteConfig(num_cpus=0.5, autoscaling=scaling)
+        config = StageConfig(type=type_name, name=f"cold-{type_name}-{run}", placement="remote", remote=remote_config)
+        context = StageContext(name=config.name or type_name)
+        stage = factory.build(cls, params, context, config)
+        stage.bind(_Catch())
+        await stage.start()
+        name = deployment_name(cls, context, config)
+        started_cold = stage.cold
+        took = await stage.warm_up()
+        await stage.shutdown()
+        if took is None or not started_cold:
+            raise RuntimeError(f"{type_name}: deployment {name} was not cold ({stage.snapshot()})")
+        stage_start = float(stage.last_wake.get("stage_start_s", 0.0))
+        runs.append({"cold_start_s": took, "stage_start_s": stage_start, "replica_start_s": took - stage_start})
+        if run == 0:  # idle -> zero replicas, measured once
+            idle_from = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            while (await loop.run_in_executor(None, replica_states, name)).get("RUNNING", 0):
+                if time.perf_counter() - idle_from > 120:
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                to_zero_s = time.perf_counter() - idle_from
+        await asyncio.get_running_loop().run_in_executor(None, serve.delete, name)
+
+    def summary(key: str) -> dict[str, float]:
+        values = [r[key] for r in runs]
+        return {
+            "median": round(float(np.median(values)), 3),
+            "min": round(min(values), 3),
+            "max": round(max(values), 3),
+        }
+
+    return {
+        "runs": [{k: round(v, 3) for k, v in r.items()} for r in runs],
+        "cold_start_s": summary("cold_start_s"),
+        "replica_start_s": summary("replica_start_s"),
+        "stage_start_s": summary("stage_start_s"),  # in the replica: the stage's start, model load included
+        "idle_to_zero_s": round(to_zero_s, 2) if to_zero_s is not None else None,
+        "idle_timeout_s": args.idle_timeout,
+    }
+
+
 def _routing(sizes: list[int]) -> dict[str, Any]:
     from ..fleet.config import FleetConfig
     from ..fleet.registry import NodeEntry, NodeReport, PipelineOffer
@@ -155,7 +221,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     registry = StageRegistry()
     factory = RayServeStageFactory()
     stages: dict[str, Any] = {}
+    cold: dict[str, Any] = {}
     try:
+        for type_name in [s for s in args.coldstart.split(",") if s]:  # first: the warm stages hold CPUs
+            cold[type_name] = await _cold_starts(type_name, registry, factory, args)
         for type_name in [s for s in args.stages.split(",") if s]:
             stages[type_name] = await _measure_stage(type_name, registry, factory, image, args.calls)
     finally:
@@ -167,9 +236,15 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for name, r in stages.items()
     ]
     route = "; ".join(f"{n} nodes p50 {r['p50_ms']} p99 {r['p99_ms']} ms" for n, r in routing.items())
+    colds = "; ".join(
+        f"{n} {r['cold_start_s']['median']} s (replica {r['replica_start_s']['median']} s + stage/model "
+        f"{r['stage_start_s']['median']} s), back to zero after {r['idle_to_zero_s']} s idle"
+        for n, r in cold.items()
+    )
     summary = (
         f"remote stage, {args.width}x{args.height} frame, {args.calls} calls each — " + "; ".join(parts)
         + f". Ray+Serve start {ray_start_s:.1f} s. Routing decision: {route}"
+        + (f". Cold start from zero replicas (median of {args.coldstart_runs}): {colds}" if cold else "")
     )  # fmt: skip
     return {
         "summary": summary,
@@ -177,4 +252,5 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "ray_start_s": round(ray_start_s, 2),
         "stages": stages,
         "routing_decision": routing,
+        "cold_start": cold,
     }

@@ -22,6 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--preload", action="append", help="load this pipeline's models at start and keep them (repeatable)"
     )
+    parser.add_argument(
+        "--unload-models-after", dest="unload_models_after_s", type=float,
+        help="seconds without a session before the node unloads its models (default 300; 0: never)",
+    )  # fmt: skip
     parser.add_argument("--router", dest="router_url", help="register with this fleet router (streamai router)")
     parser.add_argument("--region", help="this node's region (fleet routing, per-region models)")
     parser.add_argument("--node-id", help="this node's id in the fleet (default <hostname>-<port>)")
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
             ice_loopback=args.ice_loopback,
             audio_prefetch=args.audio_prefetch,
             preload=args.preload,
+            unload_models_after_s=args.unload_models_after_s,
             router_url=args.router_url,
             region=args.region,
             node_id=args.node_id,

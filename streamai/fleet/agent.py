@@ -45,7 +45,7 @@ class NodeAgent:
 
     def report(self) -> dict[str, Any]:
         """This node's state as the router wants it (see ``streamai.fleet.registry.NodeReport``)."""
-        from ..server.app import LIBRARY, MODELS, SESSIONS, SETTINGS, describe_pipeline
+        from ..server.app import LIBRARY, MODELS, SCALER, SESSIONS, SETTINGS, describe_pipeline
 
         settings, library, manager = self.app[SETTINGS], self.app[LIBRARY], self.app[SESSIONS]
         service: defaultdict[tuple[str, str], Histogram] = defaultdict(Histogram)
@@ -54,6 +54,8 @@ class NodeAgent:
                 if stats.service.count:
                     service[(session.pipeline, name)].merge(stats.service)
         pipelines = []
+        scaler = self.app[SCALER]
+        warm = scaler.warm_pipelines()
         for name, config in sorted(library.pipelines.items()):
             described = describe_pipeline(config, library.registry)
             measured = {
@@ -69,6 +71,7 @@ class NodeAgent:
                     "stages": described["stages"],
                     "inputs": described["inputs"],
                     "stage_p90_ms": measured,
+                    "warm": name in warm,
                 }
             )
         return {
@@ -81,6 +84,8 @@ class NodeAgent:
             "cpu_free": round(max(0.0, 1.0 - psutil.cpu_percent(interval=None) / 100), 3),
             "pipelines": pipelines,
             "warm": sorted(self.app[MODELS].loaded()),
+            "model_state": scaler.state,
+            "idle_s": round(scaler.idle_s(), 1),
             "remote_stages": manager.remote is not None,
         }
 

@@ -24,6 +24,7 @@ class PipelineOffer(Strict):
     stages: list[str] = Field(default_factory=list)
     inputs: list[str] = Field(default_factory=list)
     stage_p90_ms: dict[str, float] = Field(default_factory=dict)  # measured on this node; absent until used
+    warm: bool = False  # its models are loaded on the node now (a session would not wait for them)
 
     def expected_ms(self) -> float:
         """The pipeline's measured service time on this node (0 when it has not run yet)."""
@@ -43,6 +44,8 @@ class NodeReport(Strict):
     gpu_free: float | None = Field(None, ge=0, le=1)
     pipelines: list[PipelineOffer] = Field(default_factory=list)
     warm: list[str] = Field(default_factory=list)  # models loaded now (a cold node pays load time)
+    model_state: Literal["warm", "cold"] = "warm"  # cold: scaled to zero, no model loaded
+    idle_s: float | None = Field(None, ge=0)  # seconds since the node's last session ended (0: sessions open)
     remote_stages: bool = False  # the node can run placement: remote/auto stages
 
 

@@ -455,6 +455,7 @@ class RemoteStage(Stage):
         self.scale_to_zero = (config.remote or RemoteConfig()).autoscaling.min_replicas == 0
         self.watch: ReplicaWatch | None = None  # scale to zero: the deployment's replica count
         self.cold_starts: list[float] = []  # seconds, first frame to warm
+        self.last_wake: dict[str, Any] = {}  # the replica's answer to the last wake call
         self._waking: asyncio.Task[None] | None = None
         self._wake_retry_at = -math.inf
         self._local_lock = asyncio.Lock()
@@ -651,6 +652,7 @@ class RemoteStage(Stage):
         finally:
             self._waking = None
         took = now() - sent
+        self.last_wake = {**info, "cold_start_s": took}
         if self.watch is not None:
             self.watch.warmed()
         self.cold_starts.append(took)
@@ -667,6 +669,16 @@ class RemoteStage(Stage):
             dropped=self.counts["dropped_cold_start"] - before["dropped_cold_start"],
             fallback_edge=self.counts["fallback_edge"] - before["fallback_edge"],
         )
+
+    async def warm_up(self) -> float | None:
+        """Cold-start the deployment now if no replica runs, and wait; returns the cold start in seconds."""
+        if not self.cold:
+            return None
+        count = len(self.cold_starts)
+        self._wake()
+        if self._waking is not None:
+            await asyncio.shield(self._waking)
+        return self.cold_starts[-1] if len(self.cold_starts) > count else None
 
     def scaled_to_zero(self) -> None:
         """The deployment's last replica went away (idle): the next frame starts a cold start."""

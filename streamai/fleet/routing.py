@@ -4,12 +4,15 @@ Order: healthy nodes offering the pipeline (never one that missed heartbeats), n
 capacity, restricted to the client's region when the pipeline says
 ``data_region: required``; then the client's own region first, then the lowest
 expected latency (client↔region RTT + a load penalty + the node's measured pipeline
-time), then the most free capacity. A node that failed an offer of this pipeline lately
-(``failure_cooldown_s``) is kept, but tried last.
+time, or the fleet's median measurement for a node that has not run it yet), a warm node
+(the pipeline's models loaded) before a cold one when their expected latencies are
+within ``warm_tie_ms``, then the most free capacity. A node that failed an offer of
+this pipeline lately (``failure_cooldown_s``) is kept, but tried last.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -36,6 +39,8 @@ class Choice:
     same_region: bool
     expected_ms: float
     recently_failed: bool = False
+    warm: bool = False  # the pipeline's models are loaded there
+    tie_ms: float = 0.0  # expected latencies this close count as equal (FleetConfig.warm_tie_ms)
 
 
 @dataclass
@@ -102,21 +107,35 @@ def rank(
         raise NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
     rtt = {r: client_rtt_ms[r] if client_rtt_ms and r in client_rtt_ms else config.rtt(client_region, r)
            for r in {n.report.region for n in usable}}  # fmt: skip
+    measured = [offers[n].expected_ms() for n in usable if offers[n].stage_p90_ms]
+    unmeasured_ms = statistics.median(measured) if measured else 0.0  # a node that has not run it yet
     choices = []
     for node in usable:
         region = node.report.region
-        expected = rtt[region] + config.load_penalty_ms * node.utilisation + offers[node].expected_ms()
+        offer = offers[node]
+        service = offer.expected_ms() if offer.stage_p90_ms else unmeasured_ms
+        expected = rtt[region] + config.load_penalty_ms * node.utilisation + service
         same = client_region is not None and region == client_region
         failed = node.recently_failed(pipeline, at, config.failure_cooldown_s)
-        choices.append(Choice(node, same, expected, failed))
+        choices.append(Choice(node, same, expected, failed, offer.warm, config.warm_tie_ms))
     choices.sort(key=_order)
     return Decision(choices, client_region, data_region, skipped)
 
 
-def _order(choice: Choice) -> tuple[bool, bool, float, int, str]:
-    """Recently failed last, then the client's region, lowest expected latency, most free capacity."""
+def _order(choice: Choice) -> tuple[bool, bool, float, bool, float, int, str]:
+    """Recently failed last, then the client's region, lowest expected latency (warm first among
+    equals: within ``tie_ms``), most free capacity."""
     free = choice.node.report.capacity - choice.node.load
-    return (choice.recently_failed, not choice.same_region, choice.expected_ms, -free, choice.node.id)
+    tier = round(choice.expected_ms / choice.tie_ms) if choice.tie_ms > 0 else choice.expected_ms
+    return (
+        choice.recently_failed,
+        not choice.same_region,
+        tier,
+        not choice.warm,
+        choice.expected_ms,
+        -free,
+        choice.node.id,
+    )
 
 
 def parse_client_rtt(header: str | None) -> dict[str, float]:

@@ -1,8 +1,11 @@
 """Model loads shared across sessions: one loaded copy per key, reference-counted.
 
 Two sessions of the same pipeline on a node use one copy; the copy is freed when
-the last user releases it, after an optional idle grace period. Loading runs on a
-thread (never on the event loop) and logs a progress line.
+the last user releases it, after an optional idle grace period, or — with
+``keep_released`` (nodes: the next session finds it warm) — only when the node scales
+to zero (``unload_idle()``). A ``private`` model (per-session state, never shared) is
+always freed at release. Loading runs on a thread (never on the event loop) and logs
+a progress line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ class _Slot:
     idle_handle: asyncio.TimerHandle | None = None
     load_seconds: float = 0.0
     closer: Callable[[Any], None] | None = None
+    private: bool = False
 
 
 @dataclass
@@ -34,14 +38,17 @@ class SharedModels:
     """Reference-counted loaded models of one node."""
 
     idle_timeout_s: float = 0.0
+    keep_released: bool = False  # unused models stay loaded until unload_idle() (when idle_timeout_s is 0)
     loads: Counter[str] = field(default_factory=Counter)
     hits: Counter[str] = field(default_factory=Counter)
     unloads: Counter[str] = field(default_factory=Counter)
     _slots: dict[str, _Slot] = field(default_factory=dict)
 
-    async def acquire(self, key: str, loader: Callable[[], T], closer: Callable[[T], None] | None = None) -> T:
+    async def acquire(
+        self, key: str, loader: Callable[[], T], closer: Callable[[T], None] | None = None, private: bool = False
+    ) -> T:
         """The model for ``key``, loading it with ``loader()`` on a thread if nobody holds it."""
-        slot = self._slots.setdefault(key, _Slot())
+        slot = self._slots.setdefault(key, _Slot(private=private))
         slot.users += 1
         if slot.idle_handle is not None:
             slot.idle_handle.cancel()
@@ -79,9 +86,11 @@ class SharedModels:
         slot.users -= 1
         if slot.users:
             return
-        if self.idle_timeout_s > 0:
+        if slot.private:
+            self._unload(key)
+        elif self.idle_timeout_s > 0:
             slot.idle_handle = asyncio.get_running_loop().call_later(self.idle_timeout_s, self._unload, key)
-        else:
+        elif not self.keep_released:
             self._unload(key)
 
     def _unload(self, key: str) -> None:
@@ -112,14 +121,17 @@ class SharedModels:
         }
 
 
-async def acquire_model(context: Any, key: str, loader: Callable[[], T]) -> tuple[T, Callable[[], None]]:
+async def acquire_model(
+    context: Any, key: str, loader: Callable[[], T], private: bool = False
+) -> tuple[T, Callable[[], None]]:
     """Load through the node's ``SharedModels`` when the stage has one, else privately.
 
-    Returns the model and a ``release`` function for the stage's ``stop()``.
+    Returns the model and a ``release`` function for the stage's ``stop()``. ``private``:
+    the model holds one session's state (never shared, freed at release).
     """
     shared = getattr(context, "resources", None)
     if isinstance(shared, SharedModels):
-        value = await shared.acquire(key, loader)
+        value = await shared.acquire(key, loader, private=private)
         return value, lambda: shared.release(key)
     value = await asyncio.to_thread(loader)
     return value, lambda: None

@@ -18,6 +18,7 @@ from ..models.shared import SharedModels
 from ..stage import StageRegistry
 from . import metrics
 from .protection import CLIENT, EntryGuard, Refused, bearer_token, guard_middleware, read_body
+from .scale import NodeScaler
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings
 
@@ -29,6 +30,7 @@ SESSIONS = web.AppKey("sessions", SessionManager)
 GUARD = web.AppKey("guard", EntryGuard)
 PRELOADED = web.AppKey("preloaded", list)
 MODELS = web.AppKey("models", SharedModels)
+SCALER = web.AppKey("scaler", NodeScaler)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -253,12 +255,13 @@ async def list_models(request: web.Request) -> web.Response:
         {
             "models": [catalog_row(entry) for entry in Catalog().entries.values()],
             "loaded": request.app[MODELS].loaded(),
+            "node": request.app[SCALER].report(),  # warm/cold, idle time (scale to zero)
         }
     )
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    extra = list(request.app[GUARD].metrics_lines())
+    extra = [*request.app[GUARD].metrics_lines(), *request.app[SCALER].metrics_lines()]
     remote = request.app[SESSIONS].remote
     if remote is not None and hasattr(remote, "metrics_lines"):
         extra += remote.metrics_lines()  # remote stages: cold starts, edge fallbacks
@@ -331,7 +334,7 @@ async def release_preloaded(app: web.Application) -> None:
 def create_app(settings: ServerSettings, registry: StageRegistry | None = None) -> web.Application:
     """The node's application; sessions are closed on shutdown."""
     registry = registry or StageRegistry()
-    models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s)
+    models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s, keep_released=True)
     manager = SessionManager(settings, registry, resources=models)
     guard = EntryGuard(settings.protection)
     app = web.Application(
@@ -349,6 +352,9 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app[SESSIONS] = manager
     app[GUARD] = guard
     app[PRELOADED] = []
+    app[SCALER] = scaler = NodeScaler(app)
+    app.on_startup.append(scaler.start)
+    app.on_cleanup.append(scaler.stop)
     app.on_startup.append(preload_pipelines)
     app.on_cleanup.append(release_preloaded)
     for problem in app[LIBRARY].errors.values():

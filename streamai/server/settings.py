@@ -40,6 +40,9 @@ class ServerSettings(BaseModel):
     token: str | None = Field(None, repr=False)  # bearer token for the session API; also STREAMAI_TOKEN
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
+    # scale to zero (server/scale.py): models stay loaded between sessions; after this long with
+    # no session the node unloads every model no session holds (preloaded ones stay). 0: never
+    unload_models_after_s: float = Field(300, ge=0)
     preload: list[str] = Field(default_factory=list)  # pipelines whose models load at start and stay loaded
     retry_after_s: int = Field(5, ge=1)
     # fleet (streamai/fleet, docs/fleet.md): register with a router, run remote stages on Ray Serve

@@ -89,7 +89,9 @@ class Vad(Stage):
             self._detector = webrtcvad.Vad(self.p.webrtc_mode)  # tiny and stateful: one per session
         else:
             # Silero keeps recurrent state per stream: every session needs its own instance.
-            self._detector, self._release = await acquire_model(self.context, f"silero-vad:{id(self)}", load_silero_vad)
+            self._detector, self._release = await acquire_model(
+                self.context, f"silero-vad:{id(self)}", load_silero_vad, private=True
+            )
 
     async def stop(self) -> None:
         self._release()
