@@ -84,6 +84,7 @@ class NodeAgent:
             "cpu_free": round(max(0.0, 1.0 - psutil.cpu_percent(interval=None) / 100), 3),
             "pipelines": pipelines,
             "warm": sorted(self.app[MODELS].loaded()),
+            "models": installed_models(),
             "model_state": scaler.state,
             "idle_s": round(scaler.idle_s(), 1),
             "remote_stages": manager.remote is not None,
@@ -164,3 +165,10 @@ def attach_fleet(app: web.Application) -> None:
         agent = NodeAgent(app)
         app.on_startup.append(agent.start)
         app.on_shutdown.insert(0, agent.stop)
+
+
+def installed_models() -> list[str]:
+    """Catalog ids whose package is installed on this node."""
+    from ..models.catalog import Catalog
+
+    return sorted(entry.id for entry in Catalog().entries.values() if entry.installed())

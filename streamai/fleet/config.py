@@ -10,6 +10,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..server.protection import ProtectionSettings
+
 DEFAULT_RTT_MS = 150.0  # two regions with no configured RTT and no locations
 KM_PER_MS_RTT = 100.0  # light in fibre covers ~200 km/ms one way; a round trip halves it
 
@@ -43,6 +45,7 @@ class FleetConfig(Strict):
     rtt_ms: dict[str, dict[str, float]] = Field(default_factory=dict)  # symmetric; one direction is enough
     client_prefixes: dict[str, str] = Field(default_factory=dict)  # "10.1.0.0/16": "eu-west"
     node_token: str | None = None  # nodes must send it to register (also STREAMAI_NODE_TOKEN)
+    protection: ProtectionSettings = Field(default_factory=ProtectionSettings)  # the entry point's own limits
 
     @field_validator("client_prefixes")
     @classmethod

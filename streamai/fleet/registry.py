@@ -44,6 +44,7 @@ class NodeReport(Strict):
     gpu_free: float | None = Field(None, ge=0, le=1)
     pipelines: list[PipelineOffer] = Field(default_factory=list)
     warm: list[str] = Field(default_factory=list)  # models loaded now (a cold node pays load time)
+    models: list[str] = Field(default_factory=list)  # catalog ids installed on the node
     model_state: Literal["warm", "cold"] = "warm"  # cold: scaled to zero, no model loaded
     idle_s: float | None = Field(None, ge=0)  # seconds since the node's last session ended (0: sessions open)
     remote_stages: bool = False  # the node can run placement: remote/auto stages

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from ..engine.stats import Histogram
 from ..frames import now
+from ..server.protection import EntryGuard, Refused, guard_middleware, read_body
 from .config import FleetConfig
 from .registry import NodeRegistry, NodeReport
 from .routing import Decision, NoRoute, parse_client_rtt, rank
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("fleet_config", FleetConfig)
 ROUTER = web.AppKey("router", "Router")
+GUARD = web.AppKey("fleet_guard", EntryGuard)
 MAX_BODY = 256 * 1024
 RETRYABLE = {404, 408, 429}  # besides 5xx: the node lost the pipeline, timed out, or is busy
 
@@ -155,9 +157,11 @@ async def list_pipelines(request: web.Request) -> web.Response:
 # -- client endpoint ---------------------------------------------------------------
 async def create_session(request: web.Request) -> web.StreamResponse:
     router = request.app[ROUTER]
-    body = await request.read()
-    if len(body) > MAX_BODY:
-        return _error(413, "too_large", f"request body over {MAX_BODY} bytes")
+    config = request.app[CONFIG]
+    try:
+        body = await read_body(request, MAX_BODY, config.protection.body_timeout_s, request.app[GUARD])
+    except Refused as exc:
+        return exc.response()
     try:
         offer = json.loads(body)
     except ValueError:
@@ -268,7 +272,25 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(f'streamai_fleet_decision_seconds_bucket{{le="{bound}"}} {count}')
     lines.append(f"streamai_fleet_decision_seconds_sum {router.decide_time.total:.6f}")
     lines.append(f"streamai_fleet_decision_seconds_count {router.decide_time.count}")
+    lines += request.app[GUARD].metrics_lines()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """The fleet's models: every catalog entry with the regions and nodes that hold it, and where it is loaded."""
+    from ..models.catalog import Catalog, catalog_row
+
+    nodes = request.app[ROUTER].registry.healthy()
+    rows = []
+    for entry in Catalog().entries.values():
+        holding = [n for n in nodes if entry.id in n.report.models]
+        loaded = [n.id for n in nodes if any(entry.id in key.split(":") for key in n.report.warm)]
+        row = {k: v for k, v in catalog_row(entry).items() if k not in ("status", "installed")}
+        row.update(
+            regions=sorted({n.report.region for n in holding}), nodes=sorted(n.id for n in holding), loaded_on=loaded
+        )
+        rows.append(row)
+    return web.json_response({"models": rows})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -279,7 +301,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_router_app(config: FleetConfig) -> web.Application:
     """The router's application."""
-    app = web.Application(client_max_size=MAX_BODY + 1)
+    guard = EntryGuard(config.protection)
+    # sessions live on the nodes (which cap them per address); the router limits request and session rates
+    app = web.Application(
+        client_max_size=MAX_BODY + 1, middlewares=[guard_middleware(guard, lambda client, token: (0, 0))]
+    )
+    app[GUARD] = guard
     router = Router(config)
     app[CONFIG] = config
     app[ROUTER] = router
@@ -291,6 +318,7 @@ def create_router_app(config: FleetConfig) -> web.Application:
     app.router.add_get("/v1/fleet/load", fleet_load)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/models", list_models)
 
     async def open_client(app: web.Application) -> None:
         router.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))

@@ -49,6 +49,13 @@ class Refused(Exception):
         self.message = message
         self.retry_after = retry_after
 
+    def response(self) -> web.Response:
+        """The JSON refusal, with ``Retry-After`` where it fits."""
+        headers = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after else None
+        return web.json_response(
+            {"error": {"code": self.reason, "message": self.message}}, status=self.status, headers=headers
+        )
+
 
 class EntryGuard:
     """The limits' state: buckets per client (LRU-bounded) and refusal counters."""
@@ -93,10 +100,7 @@ class EntryGuard:
 
     def refuse(self, exc: Refused) -> web.Response:
         self.refusals[exc.reason] += 1
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if exc.retry_after else None
-        return web.json_response(
-            {"error": {"code": exc.reason, "message": exc.message}}, status=exc.status, headers=headers
-        )
+        return exc.response()
 
     def metrics_lines(self) -> list[str]:
         lines = [
