@@ -103,7 +103,7 @@ async def test_a_hanging_stage_misses_deadlines_but_the_session_answers_and_dele
     folder = write_pipelines(
         tmp_path,
         slow="  - {name: stuck, type: fault, params: {hang_s: 1.0, kinds: [video]}}\n",
-        stuck="  - {name: stuck, type: fault, params: {hang_s: 3600, blocking: true}}\n",
+        stuck="  - {name: stuck, type: fault, params: {hang_s: 8, blocking: true}}\n",
     )
     settings = ServerSettings(port=0, ice_loopback=True, pipelines_dir=folder)
     async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
@@ -133,7 +133,8 @@ async def test_a_hanging_stage_misses_deadlines_but_the_session_answers_and_dele
         assert not app[SESSIONS].sessions
         await probe.close(http, delete=False)
 
-        # a stage stuck for an hour on its own thread (a model call that never returns): DELETE still frees
+        # a stage stuck on its own thread (a model call that does not return; 8 s, so that the test's own
+        # interpreter can exit: Python joins executor threads at exit): DELETE still frees
         # the session at once, the stage is stopped and no worker task is left behind
         probe = Probe(url, "stuck", video=BarcodeVideoTrack(320, 240, 20), audio=marker_audio())
         await probe.connect(http)
@@ -154,7 +155,7 @@ async def test_a_hanging_stage_misses_deadlines_but_the_session_answers_and_dele
 async def test_stop_frees_a_pipeline_whose_stage_hangs() -> None:
     registry = StageRegistry()
     config = parse_pipeline(
-        "name: hang\nstages:\n  - {type: fault, params: {hang_s: 3600}}\n  - {type: fault, params: {hang_s: 3600, "
+        "name: hang\nstages:\n  - {type: fault, params: {hang_s: 3600}}\n  - {type: fault, params: {hang_s: 8, "
         "blocking: true}, name: second}\n",
         "hang.yaml",
         registry,
@@ -223,6 +224,7 @@ async def test_a_peer_sending_media_at_three_times_real_time_is_bounded_and_coun
         rss_end = process.memory_info().rss
         stats = flood.runner.stats
         audio_in = stats.frames_in.get("audio", 0)
+        audio_sent = fast.audio._packets  # type: ignore[union-attr]
         video_in = stats.frames_in.get("video", 0)
         normal_audio_in = sessions[normal.report.session_id].runner.stats.frames_in.get("audio", 0)
         buffered = flood.audio_out.buffered_seconds
@@ -234,9 +236,13 @@ async def test_a_peer_sending_media_at_three_times_real_time_is_bounded_and_coun
         assert normal.report.video_frames > normal_frames  # the well-behaved peer is still served
         await fast.close(http)
         await normal.close(http)
-    print(f"flood: audio in {audio_in} (normal peer {normal_audio_in}), video in {video_in}, counted drops {counted}")
+    print(f"flood: audio sent {audio_sent}, in {audio_in} (normal peer {normal_audio_in}), video in {video_in}")
+    print(f"flood: counted video drops {counted}")
     print(f"flood: outbound audio buffered {buffered:.1f} s, RSS growth {(rss_end - rss_start) / 2**20:.1f} MB")
-    # the node really received audio faster than real time (relative to a real-time peer on the same machine)
+    if audio_sent < 1.5 * normal_audio_in:
+        pytest.skip(f"this machine is too loaded for the peer to send faster than real time ({audio_sent} packets)")
+    # the node took every packet the flooding peer sent, faster than real time (vs a real-time peer beside it)
+    assert audio_in >= 0.9 * audio_sent
     assert audio_in > 1.5 * normal_audio_in, (audio_in, normal_audio_in)
     # video beyond what the pipeline takes is skipped at the inbound track or replaced in a mailbox, and counted
     assert video_in > 0 and counted > 0
