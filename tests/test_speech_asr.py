@@ -164,3 +164,53 @@ def test_missing_model_package_error_names_pip_command() -> None:
 
     with pytest.raises(ModelNotAvailable, match="does not exist"):
         whisper_dir("/no/such/whisper")
+
+
+def _bare_asr(**params: Any) -> tuple[Any, list[Any]]:
+    from streamai.stage import StageContext
+    from streamai.stages.asr import Asr, AsrParams
+
+    asr = Asr(AsrParams(**params), StageContext(name="asr"))
+    pushed: list[Any] = []
+
+    async def push(frame: Any) -> None:
+        pushed.append(frame)
+
+    asr.bind(push, downstream=lambda: 0.5)
+    return asr, pushed
+
+
+def test_late_partial_is_skipped_unless_it_commits_words() -> None:
+    from streamai.frames import AudioFrame, now
+
+    asr, pushed = _bare_asr()
+    late = AudioFrame(samples=np.zeros((512, 1), np.int16), sample_rate=16000)
+    late.deadline = now() + 0.1  # the 0.5 s downstream cannot make it
+    asr._committed, asr._tail = ["Good", "morning,"], ["where"]
+    asyncio.run(asr._emit_partial(late))  # new committed words: sent although late
+    asr._tail = ["where", "is"]
+    asyncio.run(asr._emit_partial(late))  # only the guess grew: a late one is skipped
+    asr._committed, asr._tail = ["Good", "morning,", "where", "is"], []
+    asyncio.run(asr._emit_partial(late))  # same text, but now all committed (a pause): sent
+    assert [(f.text, f.stable_prefix) for f in pushed] == [
+        ("Good morning, where", "Good morning,"),
+        ("Good morning, where is", "Good morning, where is"),
+    ]
+
+
+def test_periodic_decode_waits_while_the_newest_audio_is_quiet() -> None:
+    asr, _ = _bare_asr(quiet_db=-30)
+    loud = (np.sin(np.arange(512) / 5) * 8000).astype(np.float32) / 32768
+    asr._note_level(loud)
+    assert not asr._quiet()
+    asr._note_level(loud * 0.01)  # -40 dB, but the window before was loud
+    assert not asr._quiet()
+    asr._note_level(loud * 0.01)
+    assert asr._quiet()
+    asr._note_level(loud * 0.5)
+    assert not asr._quiet()
+    never, _ = _bare_asr(quiet_db=None)
+    never._note_level(loud)
+    never._note_level(np.zeros(512, np.float32))
+    never._note_level(np.zeros(512, np.float32))
+    assert not never._quiet()

@@ -117,3 +117,33 @@ async def test_espeak_is_never_the_default_but_works_when_chosen() -> None:
     await runner.stop()
     audio = np.concatenate([f.samples[:, 0] for f in _audio(runner)])
     assert len(audio) / 48000 > 0.3 and rms_dbfs(audio) > -35
+
+
+def test_short_head_splits_only_a_long_first_piece() -> None:
+    from streamai.speech.text import short_head
+
+    assert short_head(["onde está a estação de trem?", "obrigado."], 2) == [
+        "onde está",
+        "a estação de trem?",
+        "obrigado.",
+    ]
+    assert short_head(["Bom dia,", "onde está a estação?"], 3) == ["Bom dia,", "onde está a estação?"]
+    assert short_head(["um dois três quatro"], 3) == ["um dois três quatro"]  # no one-word rest
+    assert short_head(["um dois três quatro cinco"], 0) == ["um dois três quatro cinco"]
+    assert short_head([], 3) == []
+
+
+async def test_piper_first_piece_is_a_few_words_then_the_rest_follows() -> None:
+    runner = _runner("{first_words: 3}")
+    await runner.start()
+    clause = TextFrame(text="Você pode me ajudar a encontrar o meu hotel?", language="pt", utterance_id=1)
+    clause.deadline = clause.capture_time + 10.0
+    runner.submit(clause)
+    await asyncio.sleep(2.0)
+    await runner.stop()
+    stage = runner.stage_runners[0].stage
+    pieces = [s["audio_s"] for s in stage.synths]
+    assert len(pieces) == 2, pieces
+    assert pieces[0] < 0.5 * sum(pieces), pieces  # "Você pode me" is heard before the rest is made
+    audio = np.concatenate([f.samples[:, 0] for f in _audio(runner)])
+    assert abs(len(audio) / 48000 - sum(pieces)) < 0.05  # every piece was sent

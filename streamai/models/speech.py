@@ -147,12 +147,27 @@ def piper_paths(reference: str) -> tuple[Path, Path]:
     return Path(voice.model_path()), Path(voice.config_path())
 
 
-def load_piper(reference: str) -> Any:
+def load_piper(reference: str, threads: int = 1) -> Any:
+    """A ``PiperVoice`` whose ONNX session uses ``threads`` threads that sleep, never spin, when idle.
+
+    onnxruntime's defaults (a thread per core, spinning between runs) fight Whisper's
+    decoder for the 2 cores of a small node: measured here at load ~10, a short piece took
+    720 ms with them and 280 ms with 1-2 non-spinning threads.
+    """
     need("piper", "piper-tts==1.8.0")
+    import json
+
+    import onnxruntime
     from piper import PiperVoice
+    from piper.config import PiperConfig
 
     model, config = piper_paths(reference)
-    return PiperVoice.load(str(model), config_path=str(config))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(config.read_text("utf-8"))))
 
 
 def load_coqui(reference: str, device: str = "cpu") -> Any:

@@ -58,6 +58,20 @@ def split_clauses(text: str) -> tuple[list[str], str]:
     return clauses, " ".join(current)
 
 
+def short_head(pieces: list[str], first_words: int) -> list[str]:
+    """Split ``first_words`` words off the first piece when it has at least two more than that.
+
+    TTS makes a piece at once, so a short first piece is heard sooner; the rest follows
+    while it plays. ``first_words`` 0 leaves the pieces as they are.
+    """
+    if not pieces or first_words <= 0:
+        return pieces
+    head = words(pieces[0])
+    if len(head) < first_words + 2:
+        return pieces
+    return [" ".join(head[:first_words]), " ".join(head[first_words:]), *pieces[1:]]
+
+
 def normalize(text: str) -> list[str]:
     """Lower-case words without punctuation, for scoring."""
     return [w for w in (_key(w) for w in text.replace("-", " ").split()) if w]

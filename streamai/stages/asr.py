@@ -46,6 +46,10 @@ class AsrParams(BaseModel):
     threads: int = Field(2, ge=1, le=64)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
     commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis
+    # No periodic decode while the newest audio is this much quieter than the utterance's
+    # loudest (dB; null: never wait): it is likely a pause, whose tentative SPEECH_END is
+    # about to start a decode that a periodic one, still running, would hold up.
+    quiet_db: float | None = Field(-30, ge=-80, le=0)
 
 
 @stage("asr")
@@ -78,6 +82,9 @@ class Asr(Stage):
         self._newest: AudioFrame | None = None
         self._active = False
         self._last_partial = ""
+        self._last_stable = ""
+        self._loudest = 0.0  # RMS of the loudest chunk of the utterance
+        self._recent: list[float] = []  # RMS of the newest chunks
 
     async def start(self) -> None:
         from ..models.speech import load_whisper
@@ -110,9 +117,23 @@ class Asr(Stage):
         self._samples += len(audio)
         self._since_decode += len(audio)
         self._newest = frame
+        self._note_level(audio)
         ready = self._samples >= self.p.min_audio_ms * RATE / 1000
-        if ready and self._since_decode >= self.p.interval_ms * RATE / 1000 and not self._busy():
+        due = self._since_decode >= self.p.interval_ms * RATE / 1000
+        overdue = self._since_decode >= 2 * self.p.interval_ms * RATE / 1000
+        if ready and due and not self._busy() and (overdue or not self._quiet()):
             self._spawn()
+
+    def _note_level(self, audio: np.ndarray) -> None:
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if len(audio) else 0.0
+        self._loudest = max(self._loudest, rms)
+        self._recent = [*self._recent[-1:], rms]
+
+    def _quiet(self) -> bool:
+        """True when the newest ~64 ms are ``quiet_db`` below the loudest chunk: likely a pause."""
+        if self.p.quiet_db is None or not self._loudest:
+            return False
+        return max(self._recent) < self._loudest * 10 ** (self.p.quiet_db / 20)
 
     def _spawn(self, pause: bool = False) -> None:
         self._task = asyncio.create_task(self._guarded_step(pause))
@@ -158,15 +179,17 @@ class Asr(Stage):
 
     async def _emit_partial(self, newest: AudioFrame) -> None:
         text = " ".join(self._committed + self._tail)
-        if not self.p.partials or not text or text == self._last_partial:
-            return
         stable = " ".join(self._committed)
+        if not self.p.partials or not text or (text, stable) == (self._last_partial, self._last_stable):
+            return
         out = TextFrame(text=text, final=False, language=self.p.language, utterance_id=self.utterance)
         out.stable_prefix = stable
         out.capture_time, out.deadline = newest.capture_time, newest.deadline
-        if not self.can_make_it(out):  # a late partial is skipped; the next supersedes it
+        # A late partial is skipped: the next supersedes it. Not one that commits words: only
+        # the final would bring them, later, so skipping it would only delay their translation.
+        if stable == self._last_stable and not self.can_make_it(out):
             return
-        self._last_partial = text
+        self._last_partial, self._last_stable = text, stable
         self.emit_event("transcript", text=text, final=False, stable=stable, utterance=self.utterance)
         await self.push(out)
 

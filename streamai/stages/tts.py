@@ -6,7 +6,8 @@ target language through espeak-ng phonemes: neural, but English-accented for pt/
 synthesis; a last resort, used only when chosen).
 
 A clause is synthesized piece by piece (Piper: split at , ; : and sentence ends, since
-VITS makes a whole piece at once); ``process`` returns as soon as the first
+VITS makes a whole piece at once; the first piece is cut to ``first_words`` words, so
+the first audio costs a few words of synthesis, not a clause); ``process`` returns as soon as the first
 chunk is pushed (so the engine's service-time estimate is the time to first audio) and
 the rest follows in the background. The first chunk keeps the clause's deadline; later
 chunks of an admitted clause get ``deadline = inf`` so a clause is never cut in the
@@ -34,7 +35,7 @@ from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, Te
 from ..models.shared import acquire_model
 from ..speech.audio import resample_once
 from ..speech.latency import tracker
-from ..speech.text import split_clauses
+from ..speech.text import short_head, split_clauses
 from ..stage import Stage, stage
 
 OUT_RATE = 48_000
@@ -52,13 +53,17 @@ class TtsParams(BaseModel):
     length_scale: float | None = Field(None, gt=0.3, le=3)  # piper: < 1 speaks faster
     chunk_ms: float = Field(100, ge=10, le=100)
     barge_in: bool = True
+    first_words: int = Field(3, ge=0, le=50)  # a clause's first piece: this many words (0: whole clauses)
+    threads: int = Field(1, ge=1, le=16)  # piper: onnxruntime threads (2 cores are shared with Whisper)
 
 
 class _Engine:
     """What the stage needs from a synthesizer: sentences of a text, and audio of one sentence."""
 
+    first_words = 0  # split this many words off the first piece (see ``short_head``)
+
     def sentences(self, text: str) -> list[Any]:
-        return [s for s in _SENTENCE.split(text.strip()) if s]
+        return short_head([s for s in _SENTENCE.split(text.strip()) if s], self.first_words)
 
     def synthesize(self, sentence: Any) -> tuple[np.ndarray, int]:  # int16 mono, rate
         raise NotImplementedError
@@ -73,9 +78,10 @@ class _Piper(_Engine):
         self.config = SynthesisConfig(length_scale=length_scale)
 
     def sentences(self, text: str) -> list[Any]:
-        pieces, rest = split_clauses(text)  # clause pieces: a shorter first piece is heard sooner
+        clauses, rest = split_clauses(text)  # clause pieces: a shorter first piece is heard sooner
+        pieces = short_head([c for c in [*clauses, rest] if c], self.first_words)
         with _espeak_lock:
-            return [p for piece in [*pieces, rest] if piece for p in self.voice.phonemize(piece) if p]
+            return [p for piece in pieces for p in self.voice.phonemize(piece) if p]
 
     def synthesize(self, phonemes: Any) -> tuple[np.ndarray, int]:
         ids = self.voice.phonemes_to_ids(phonemes)
@@ -143,8 +149,9 @@ class Tts(Stage):
         voice = self.p.espeak_voice or ESPEAK_VOICES.get(self.p.language, self.p.language)
         if self.p.engine == "piper":
             reference = self.context.model or "piper-joe-en-us"
+            threads = self.p.threads
             loaded, self._release = await acquire_model(
-                self.context, f"tts:piper:{reference}", lambda: speech.load_piper(reference)
+                self.context, f"tts:piper:{reference}:{threads}", lambda: speech.load_piper(reference, threads)
             )
             self.engine = _Piper(loaded, voice, self.p.length_scale)
         elif self.p.engine == "coqui":
@@ -164,6 +171,7 @@ class Tts(Stage):
             if program is None:
                 raise speech.ModelNotAvailable("engine espeak needs the espeak-ng program: apt-get install espeak-ng")
             self.engine = _Espeak(program, voice)
+        self.engine.first_words = self.p.first_words
         if self.p.engine != "espeak":  # the first ONNX/torch run is slow: pay it here
             await self.run_blocking(lambda: [self.engine.synthesize(s) for s in self.engine.sentences("Olá.")])
         tracker(self.context.events).expect("first_audio_ms")
