@@ -117,3 +117,33 @@ async def test_events_websocket_streams_events_and_takes_control() -> None:
         assert seen["error"]["code"] == "bad_json"
         assert seen["prompt"]["text"] == "a bronze statue"
         await probe.close(http)
+
+
+async def test_finished_sessions_stay_counted_in_metrics_and_are_let_go() -> None:
+    import gc
+    import re
+    import weakref
+
+    def frames_in(text: str) -> int:
+        found = re.search(r'streamai_frames_in_total\{pipeline="transform",kind="video"\} (\d+)', text)
+        return int(found.group(1)) if found else 0
+
+    async with running_node() as (url, app), aiohttp.ClientSession() as http:
+        probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
+        await probe.connect(http)
+        await asyncio.sleep(1.0)
+        session_ref = weakref.ref(app[SESSIONS].sessions[probe.report.session_id])
+        async with http.get(f"{url}/metrics") as response:
+            during = frames_in(await response.text())
+        await probe.close(http)
+        await wait_until(lambda: not app[SESSIONS].sessions, 5)
+        async with http.get(f"{url}/metrics") as response:
+            after = frames_in(await response.text())
+        assert during > 0 and after >= during  # a counter never goes back when its session ends
+        assert app[SESSIONS].history.recent[-1].id == probe.report.session_id
+        for _ in range(20):  # aiortc lets go of its last references within a moment
+            gc.collect()
+            if session_ref() is None:
+                break
+            await asyncio.sleep(0.1)
+        assert session_ref() is None, "a finished session is still referenced"

@@ -277,7 +277,7 @@ def _resources(node: SoakNode, inside: dict[str, Any]) -> dict[str, Any]:
         "session_objects": inside["session_objects"],
         "tasks_by_name": inside["asyncio_tasks_by_name"],
         "threads_by_name": inside["threads_by_name"],
-        "sessions_retired": inside["sessions_retired"],
+        "sessions_finished": inside["sessions_finished"],
     }
 
 

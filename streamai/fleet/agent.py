@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections import defaultdict
 from typing import Any
 
 import aiohttp
@@ -48,11 +47,11 @@ class NodeAgent:
         from ..server.app import LIBRARY, MODELS, SCALER, SESSIONS, SETTINGS, describe_pipeline
 
         settings, library, manager = self.app[SETTINGS], self.app[LIBRARY], self.app[SESSIONS]
-        service: defaultdict[tuple[str, str], Histogram] = defaultdict(Histogram)
-        for session in [*manager.sessions.values(), *manager.retired]:
-            for name, stats in session.runner.stats.stages.items():
-                if stats.service.count:
-                    service[(session.pipeline, name)].merge(stats.service)
+        service: dict[tuple[str, str], Histogram] = {
+            (pipeline, stage): histogram
+            for pipeline, totals in manager.history.with_live(list(manager.sessions.values())).items()
+            for stage, histogram in totals.service.items()
+        }
         pipelines = []
         scaler = self.app[SCALER]
         warm = scaler.warm_pipelines()

@@ -70,7 +70,7 @@ def resources(manager: SessionManager) -> dict[str, Any]:
         "session_objects": session_objects,
         "sessions": len(manager.sessions),
         "sessions_pending": manager.pending,
-        "sessions_retired": len(manager.retired),
+        "sessions_finished": manager.totals["closed"],
         "gc_objects": len(gc.get_objects()),
     }
 

@@ -57,7 +57,7 @@ class NodeScaler:
         self._note_sessions()
         warm = {s.pipeline for s in self.manager.sessions.values()} | set(self.settings.preload)
         if self.models.keep_released and self.models.idle_timeout_s == 0:  # released models stay loaded
-            warm |= {s.pipeline for s in self.manager.retired if s.created >= self.unloaded_at}
+            warm |= {s.pipeline for s in self.manager.history.recent if s.created >= self.unloaded_at}
         return warm
 
     def _note_sessions(self) -> None:

@@ -30,6 +30,7 @@ from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
 from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, TrackSink
+from .history import SessionHistory
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,7 @@ class SessionManager:
         self.resources = resources
         self.sessions: dict[str, Session] = {}
         self.pending = 0
-        self.retired: list[Session] = []  # recently closed, kept for metrics (bounded)
+        self.history = SessionHistory()  # finished sessions, folded into per-pipeline totals
         self.totals: Counter[str] = Counter()
         self.remote: Any = None  # RemoteStageFactory for placement remote/auto stages (streamai.fleet.remote)
 
@@ -363,8 +364,7 @@ class SessionManager:
     def _closed(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is not None:
             self.totals["closed"] += 1
-            self.retired.append(session)
-            del self.retired[:-64]
+            self.history.record(session)
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
