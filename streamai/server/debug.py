@@ -39,6 +39,7 @@ def resources(manager: SessionManager) -> dict[str, Any]:
     peer_connections = 0
     peer_connections_open = 0
     session_objects = 0
+    gc.collect()  # count what is still referenced, not garbage waiting for the next collection
     for item in gc.get_objects():
         if isinstance(item, RTCPeerConnection):
             peer_connections += 1
