@@ -291,13 +291,17 @@ class PipelineRunner:
         at = now()
         late = frame.is_media and at > frame.deadline
         if late and not (frame.kind is FrameKind.AUDIO and self.config.late_audio == "play"):
-            self.note_drop("output", frame, "late")
-            self.stats.stages.setdefault("output", StageStats("output")).drops["late"] += 1
+            self.output_drop(frame, "late")
             return
         if frame.is_media:
             self.stats.end_to_end.observe(at - frame.capture_time)
         self.stats.frames_out[frame.kind.value] += 1
         self.sink.deliver(frame)
+
+    def output_drop(self, frame: Frame, reason: str) -> None:
+        """Count a frame given up at the pipeline's output (or by the transport after it)."""
+        self.note_drop("output", frame, reason)
+        self.stats.stages.setdefault("output", StageStats("output")).drops[reason] += 1
 
     def note_drop(self, stage: str, frame: Frame, reason: str) -> None:
         """Hook for drop accounting beyond the per-stage counters (events are rate-limited by the transport)."""

@@ -80,7 +80,11 @@ class Session:
         self.close_reason: str | None = None
         self.events = EventBus()
         self.video_out = ProcessedVideoTrack(on_sent=self._on_sent)
-        self.audio_out = ProcessedAudioTrack(on_sent=self._on_sent)
+        self.audio_out = ProcessedAudioTrack(
+            on_sent=self._on_sent,
+            drop_late=config.late_audio == "drop",
+            on_late=lambda frame: self.runner.output_drop(frame, "late_at_send"),
+        )
         self.sink = TrackSink(self.video_out, self.audio_out)
         self.runner: PipelineRunner = runner_factory(self)
         self.inbound: dict[str, InboundCounters] = {}

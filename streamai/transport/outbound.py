@@ -107,8 +107,16 @@ class ProcessedAudioTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, max_buffer_s: float = 30.0, on_sent: LatencyListener | None = None) -> None:
+    def __init__(
+        self,
+        max_buffer_s: float = 30.0,
+        on_sent: LatencyListener | None = None,
+        drop_late: bool = False,
+        on_late: Callable[[Frame], None] | None = None,
+    ) -> None:
         super().__init__()
+        self.drop_late = drop_late  # a frame whose deadline passed while it waited here is not played
+        self._on_late = on_late
         self.counters = OutboundCounters()
         self._chunks: deque[tuple[np.ndarray, AudioFrame | None]] = deque()
         self._buffered = 0
@@ -147,6 +155,13 @@ class ProcessedAudioTrack(MediaStreamTrack):
         filled = 0
         while filled < count and self._chunks:
             samples, source = self._chunks[0]
+            if source is not None and self.drop_late and now() > source.deadline:
+                self._chunks.popleft()  # it waited past its deadline behind earlier audio: never late
+                self._buffered -= samples.shape[0]
+                self.counters.flushed += samples.shape[0]
+                if self._on_late is not None:
+                    self._on_late(source)
+                continue
             if source is not None:  # first samples of this frame leave now
                 self._chunks[0] = (samples, None)
                 if self._on_sent is not None and source.deadline != float("inf"):
