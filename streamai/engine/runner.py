@@ -164,7 +164,9 @@ class StageRunner:
         self.stats.errors += 1
         self.consecutive_errors += 1
         self.drop(frame, "error")
-        log.warning("stage %s raised on a frame: %s: %s", self.name, type(exc).__name__, exc)
+        errors = self.stats.errors
+        if errors & (errors - 1) == 0:  # 1st, 2nd, 4th, 8th... error: the log stays readable
+            log.warning("stage %s raised on a frame (%d so far): %s: %s", self.name, errors, type(exc).__name__, exc)
         if self.consecutive_errors >= self.config.max_errors:
             self.pipeline.fail(f"stage {self.name!r} raised {self.consecutive_errors} times in a row: {exc}")
 
