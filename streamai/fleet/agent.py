@@ -20,6 +20,7 @@ import psutil
 from aiohttp import web
 
 from ..engine.stats import Histogram
+from ..server.state import LIBRARY, MODELS, SCALER, SESSIONS, SETTINGS, describe_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ class NodeAgent:
     """Reports the node to the router every heartbeat interval (the router sets the interval)."""
 
     def __init__(self, app: web.Application) -> None:
-        from ..server.app import SETTINGS
 
         settings = app[SETTINGS]
         self.app = app
@@ -44,7 +44,6 @@ class NodeAgent:
 
     def report(self) -> dict[str, Any]:
         """This node's state as the router wants it (see ``streamai.fleet.registry.NodeReport``)."""
-        from ..server.app import LIBRARY, MODELS, SCALER, SESSIONS, SETTINGS, describe_pipeline
 
         settings, library, manager = self.app[SETTINGS], self.app[LIBRARY], self.app[SESSIONS]
         service: dict[tuple[str, str], Histogram] = {
@@ -143,7 +142,6 @@ class NodeAgent:
 
 def attach_fleet(app: web.Application) -> None:
     """Wire the fleet parts the node's settings ask for: the router agent, the Ray Serve stage engine."""
-    from ..server.app import SESSIONS, SETTINGS
 
     settings = app[SETTINGS]
     if settings.ray_address:

@@ -12,8 +12,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..config import PipelineConfig, PipelineLibrary
-from ..frames import FrameKind
+from ..config import PipelineLibrary
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
 from . import metrics
@@ -21,16 +20,20 @@ from .protection import CLIENT, EntryGuard, Refused, bearer_token, guard_middlew
 from .scale import NodeScaler
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings
+from .state import (
+    GUARD,
+    LIBRARY,
+    MODELS,
+    PRELOADED,
+    SCALER,
+    SESSIONS,
+    SETTINGS,
+    default_pipeline,
+    describe_pipeline,
+)
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", ServerSettings)
-LIBRARY = web.AppKey("library", PipelineLibrary)
-SESSIONS = web.AppKey("sessions", SessionManager)
-GUARD = web.AppKey("guard", EntryGuard)
-PRELOADED = web.AppKey("preloaded", list)
-MODELS = web.AppKey("models", SharedModels)
-SCALER = web.AppKey("scaler", NodeScaler)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,36 +97,6 @@ def cors_middleware(settings: ServerSettings) -> Any:
         return response
 
     return cors
-
-
-def describe_pipeline(config: PipelineConfig, registry: StageRegistry) -> dict[str, Any]:
-    """What a client needs to offer a pipeline: its inputs and the controls it reacts to."""
-    kinds: set[FrameKind] = set()
-    controls = {"interrupt", "params"}
-    for chain in config.chains().values():
-        for stage_config in chain:
-            cls = registry.get(stage_config.type)
-            kinds |= cls.consumes
-            if "prompt" in cls.Params.model_fields or getattr(cls, "accepts_prompt", False):
-                controls.add("prompt")
-    inputs = sorted(k.value for k in kinds & {FrameKind.AUDIO, FrameKind.VIDEO}) or ["audio", "video"]
-    return {
-        "name": config.name,
-        "description": config.description,
-        "budget_ms": config.budget_ms,
-        "stages": config.stage_names(),
-        "inputs": inputs,
-        "controls": sorted(controls),
-    }
-
-
-def default_pipeline(settings: ServerSettings, library: PipelineLibrary) -> str | None:
-    if settings.default_pipeline:
-        return settings.default_pipeline
-    for preferred in ("speech-translate", "transform"):
-        if preferred in library.pipelines:
-            return preferred
-    return next(iter(sorted(library.pipelines)), None)
 
 
 async def read_json(request: web.Request) -> dict[str, Any]:
@@ -352,7 +325,7 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app[SESSIONS] = manager
     app[GUARD] = guard
     app[PRELOADED] = []
-    app[SCALER] = scaler = NodeScaler(app)
+    app[SCALER] = scaler = NodeScaler(settings, models, manager)
     app.on_startup.append(scaler.start)
     app.on_cleanup.append(scaler.stop)
     app.on_startup.append(preload_pipelines)

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from .sessions import Session, SessionManager
+from .state import SESSIONS
 
 
 def _open_fds() -> int | None:
@@ -77,6 +78,5 @@ def resources(manager: SessionManager) -> dict[str, Any]:
 
 
 async def debug_resources(request: web.Request) -> web.Response:
-    from .app import SESSIONS
 
     return web.json_response(resources(request.app[SESSIONS]))

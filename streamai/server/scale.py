@@ -22,6 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from ..frames import now
+from ..models.shared import SharedModels
+from .sessions import SessionManager
+from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,10 @@ log = logging.getLogger(__name__)
 class NodeScaler:
     """Watches the node's sessions; unloads its models after the idle time; says what is warm."""
 
-    def __init__(self, app: web.Application) -> None:
-        from .app import MODELS, SESSIONS, SETTINGS
-
-        self.settings = app[SETTINGS]
-        self.models = app[MODELS]
-        self.manager = app[SESSIONS]
+    def __init__(self, settings: ServerSettings, models: SharedModels, manager: SessionManager) -> None:
+        self.settings = settings
+        self.models = models
+        self.manager = manager
         self.after_s = self.settings.unload_models_after_s
         self.idle_since: float | None = now()
         self.unloaded_at = 0.0  # wall clock of the last unload (sessions' ``created`` compare to it)

@@ -37,6 +37,7 @@ from ..transport.relay import Broadcast, ViewerTrack
 from .protection import CLIENT, bearer_token, read_body
 from .sessions import Session, SessionError, check_sdp
 from .settings import ServerSettings
+from .state import GUARD, LIBRARY, SESSIONS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,6 @@ STATE = web.AppKey("whip", WhipState)
 # -- helpers -------------------------------------------------------------------------
 async def read_sdp(request: web.Request, content_type: str = SDP) -> str:
     """The request body as SDP text: 415 for another content type, 400 for bytes that are not text."""
-    from .app import GUARD, SETTINGS
 
     if request.content_type != content_type:
         raise SessionError(415, "unsupported_media_type", f"Content-Type must be {content_type}")
@@ -151,7 +151,6 @@ async def options(request: web.Request) -> web.Response:
 
 # -- WHIP ----------------------------------------------------------------------------
 async def whip_post(request: web.Request) -> web.Response:
-    from .app import LIBRARY, SESSIONS, SETTINGS
 
     sdp = await read_sdp(request)
     library = request.app[LIBRARY]
@@ -172,7 +171,6 @@ async def whip_post(request: web.Request) -> web.Response:
 
 
 def _session(request: web.Request, key: str = "id") -> Session:
-    from .app import SESSIONS
 
     session = request.app[SESSIONS].get(request.match_info[key])
     if session is None:
@@ -320,7 +318,6 @@ def _broadcast_for(app: web.Application, session: Session) -> Broadcast:
 
 
 async def whep_post(request: web.Request) -> web.Response:
-    from .app import SETTINGS
 
     offer = await read_sdp(request)
     session = _session(request, "session_id")
