@@ -1,6 +1,6 @@
 """face-detect -> avatar-diffusion -> composite through the engine, with the tiny generated model.
 
-The diffusion model is built from configs with random weights (``streamai.testing.tiny_diffusion``),
+The diffusion model is built from configs with random weights (``streamai.models.tiny_diffusion``),
 saved with ``save_pretrained`` and loaded through the same ``from_pretrained`` path as real weights.
 """
 

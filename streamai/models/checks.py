@@ -105,7 +105,7 @@ def _check_piper(entry: ModelEntry) -> tuple[float, float, float, str]:
 
 def _check_tiny_diffusion(entry: ModelEntry) -> tuple[float, float, float, str]:
     (torch, _), import_s = _timed(lambda: (__import__("torch"), __import__("diffusers")))
-    from ..stages.avatar import load_pipeline, model_folder
+    from .diffusion import load_pipeline, model_folder
 
     pipe, load_s = _timed(lambda: load_pipeline(model_folder(entry.id), "cpu", "float32", None))
 

@@ -15,7 +15,6 @@ prompt on the first frame that uses it and then every ``event_every`` frames.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..frames import ControlFrame, ControlKind, Frame, VideoFrame, derived
 from ..frames import FrameKind as K
-from ..models import ModelEntry, ModelNotAvailable, acquire_model, resolve_model
+from ..models import acquire_model
+from ..models.diffusion import load_pipeline, model_folder
 from ..stage import Stage, stage
 
 DEFAULT_MODEL = "tiny-sd-generated"
@@ -50,41 +50,6 @@ class AvatarParams(BaseModel):
         if int(self.steps * self.strength) < 1:
             raise ValueError(f"steps x strength must be at least 1 (got {self.steps} x {self.strength})")
         return self
-
-
-def model_folder(reference: str) -> Path:
-    """The local folder for a catalog id or path; builds the tiny generated model on demand."""
-    found = resolve_model(reference)
-    if isinstance(found, Path):
-        return found
-    entry: ModelEntry = found
-    if entry.task != "diffusion":
-        raise ModelNotAvailable(f"model {entry.id!r} is a {entry.task} model, not a diffusion model")
-    if entry.options.get("generate") == "tiny-sd":
-        from ..testing.tiny_diffusion import ensure_tiny_pipeline
-
-        return ensure_tiny_pipeline()
-    entry.require()  # raises, naming the package or the folder to point at
-    raise ModelNotAvailable(f"model {entry.id!r}: point the pipeline's 'model:' at its folder")
-
-
-def load_pipeline(folder: Path, device: str, dtype_name: str, tiny_vae: str | None) -> Any:
-    """``AutoPipelineForImage2Image`` from a local folder, on ``device``, ready for one-image batches."""
-    import torch
-    from diffusers import AutoencoderTiny, AutoPipelineForImage2Image
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelNotAvailable("device 'cuda' requested but torch sees no CUDA GPU on this node")
-    dtype = torch.float16 if dtype_name == "float16" else torch.float32
-    pipe = AutoPipelineForImage2Image.from_pretrained(folder, dtype=dtype, local_files_only=True)
-    if tiny_vae:
-        pipe.vae = AutoencoderTiny.from_pretrained(tiny_vae, dtype=dtype, local_files_only=True)
-    pipe = pipe.to(device)
-    if device == "cuda":
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @stage("avatar-diffusion")
