@@ -4,55 +4,36 @@ comes back restyled, nothing older than the budget is delivered, the slow model 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import json
 from pathlib import Path
 
 import aiohttp
-import av
 import numpy as np
 import pytest
-from aiortc.mediastreams import MediaStreamTrack
 from PIL import Image
 
 from streamai.frames import now
 from streamai.server.app import SESSIONS
 from streamai.testing.media import draw_barcode
 from streamai.testing.node import running_node
-from streamai.testing.peer import Probe
+from streamai.testing.peer import PacedVideoTrack, Probe
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 
-class FaceCameraTrack(MediaStreamTrack):
+class FaceCameraTrack(PacedVideoTrack):
     """A 640x480 camera at 30 fps showing the astronaut's face, each frame numbered by a barcode."""
 
-    kind = "video"
-
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(fps=30.0)
         canvas = np.full((480, 640, 3), 90, np.uint8)
         face = Image.open(ROOT / "assets" / "astronaut-face.jpg").convert("RGB").resize((300, 300))
         canvas[120:420, 170:470] = np.asarray(face)
         self.canvas = canvas
-        self.sent_at: dict[int, float] = {}
-        self._index = 0
-        self._start: float | None = None
 
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = now()
-        due = self._start + self._index / 30
-        if due > now():
-            await asyncio.sleep(due - now())
-        index = self._index
-        self._index += 1
-        frame = av.VideoFrame.from_ndarray(draw_barcode(self.canvas.copy(), index), format="rgb24")
-        frame.pts = index * 3000
-        frame.time_base = fractions.Fraction(1, 90000)
-        self.sent_at[index] = now()
-        return frame
+    def picture(self, index: int) -> np.ndarray:
+        return draw_barcode(self.canvas.copy(), index)
 
 
 async def test_avatar_over_webrtc_with_tiny_generated_model_is_never_late() -> None:

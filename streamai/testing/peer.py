@@ -34,18 +34,21 @@ AUDIO_PACKET = 960
 MARKER_PERIOD = 1.0
 
 
-class BarcodeVideoTrack(MediaStreamTrack):
-    """Test-pattern frames with their number as a barcode, paced at ``fps``; remembers send times."""
+class PacedVideoTrack(MediaStreamTrack):
+    """A video track paced at ``fps`` by the clock; remembers when each numbered frame left."""
 
     kind = "video"
 
-    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0) -> None:
+    def __init__(self, fps: float = 30.0) -> None:
         super().__init__()
-        self.pattern = TestPattern(width, height, fps)
         self.fps = fps
         self.sent_at: dict[int, float] = {}
         self._index = 0
         self._start: float | None = None
+
+    def picture(self, index: int) -> np.ndarray:
+        """The RGB picture of frame ``index``."""
+        raise NotImplementedError
 
     async def recv(self) -> av.VideoFrame:
         if self._start is None:
@@ -55,40 +58,35 @@ class BarcodeVideoTrack(MediaStreamTrack):
             await asyncio.sleep(due - now())
         index = self._index
         self._index += 1
-        frame = av.VideoFrame.from_ndarray(self.pattern.frame(index), format="rgb24")
+        frame = av.VideoFrame.from_ndarray(self.picture(index), format="rgb24")
         frame.pts = int(index * 90000 / self.fps)
         frame.time_base = fractions.Fraction(1, 90000)
         self.sent_at[index] = now()
         return frame
 
 
-class FileVideoTrack(MediaStreamTrack):
+class BarcodeVideoTrack(PacedVideoTrack):
+    """Test-pattern frames with their number as a barcode."""
+
+    def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0) -> None:
+        super().__init__(fps)
+        self.pattern = TestPattern(width, height, fps)
+
+    def picture(self, index: int) -> np.ndarray:
+        return self.pattern.frame(index)
+
+
+class FileVideoTrack(PacedVideoTrack):
     """A y4m file's frames at their own rate, looping."""
 
-    kind = "video"
-
     def __init__(self, path: str | Path) -> None:
-        super().__init__()
         from ..media.y4m import read_y4m
 
         self.frames, rate = read_y4m(path)
-        self.fps = float(rate)
-        self.sent_at: dict[int, float] = {}
-        self._index = 0
-        self._start: float | None = None
+        super().__init__(float(rate))
 
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = now()
-        due = self._start + self._index / self.fps
-        if due > now():
-            await asyncio.sleep(due - now())
-        image = self.frames[self._index % len(self.frames)]
-        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-        frame.pts = int(self._index * 90000 / self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
-        self._index += 1
-        return frame
+    def picture(self, index: int) -> np.ndarray:
+        return self.frames[index % len(self.frames)]
 
 
 class PacedAudioTrack(MediaStreamTrack):
