@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,3 +22,26 @@ def registry() -> StageRegistry:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    """A local Ray cluster on loopback with Serve (no HTTP proxy); regions stand as custom resources."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024**2,
+        _node_ip_address="127.0.0.1",
+        resources={"region-eu-west": 2, "region-us-east": 2},
+        log_to_driver=False,
+    )
+    try:
+        serve.start(proxy_location="Disabled")
+        yield ray
+    finally:
+        serve.shutdown()
+        ray.shutdown()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +38,6 @@ stages:
   - name: loopback
     type: echo
 """
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        resources={"region-eu-west": 2, "region-us-east": 2},
-        log_to_driver=False,
-    )
-    try:
-        serve.start(proxy_location="Disabled")
-        yield ray
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def replica_actors(ray: Any, app_prefix: str) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,27 +40,6 @@ stages:
   - name: loopback
     type: echo
 """
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray = pytest.importorskip("ray")
-    from ray import serve
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 1024**2,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-    )
-    try:
-        serve.start(proxy_location="Disabled")
-        yield ray
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def running_replicas(prefix: str) -> int:
