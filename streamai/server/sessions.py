@@ -26,6 +26,7 @@ from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
 from ..stage import StageRegistry
 from ..transport.control import ControlParser, ControlRejected, InterruptMessage, ParamsMessage, PingMessage
+from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
 from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
@@ -88,6 +89,7 @@ class Session:
         self.sink = TrackSink(self.video_out, self.audio_out)
         self.runner: PipelineRunner = runner_factory(self)
         self.inbound: dict[str, InboundCounters] = {}
+        self.decode_queues: list[LatestDecodeQueue] = []  # bounded inbound video decoding (drop counters)
         self.control = ControlParser(settings.max_control_bytes, settings.control_rate_per_s, settings.control_burst)
         self.pc = RTCPeerConnection(rtc_configuration(settings.ice_servers))
         self.channel: RTCDataChannel | None = None
@@ -114,6 +116,10 @@ class Session:
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
                 pc.addTrack(self.video_out)
+                if self.settings.max_decode_backlog is not None:
+                    bounded = bound_video_decoding(transceiver.receiver, self.settings.max_decode_backlog)
+                    if bounded is not None:
+                        self.decode_queues.append(bounded)
             elif transceiver.kind == "audio":
                 pc.addTrack(self.audio_out)
                 if self.settings.audio_prefetch is not None:
@@ -233,6 +239,7 @@ class Session:
             drops=stats.total_drops(),
             video_latency=self.video_out.counters.latency.summary_ms(),
             inbound_skipped=sum(c.skipped for c in self.inbound.values()),
+            decode_dropped=sum(q.dropped for q in self.decode_queues),
         )
 
     async def close(self, reason: str = "closed by the server") -> None:
@@ -274,6 +281,9 @@ class Session:
             "drops": stats.total_drops(),
             "drops_by_stage": stats.drops(),
             "video_sent": self.video_out.counters.sent,
+            "inbound_skipped": sum(c.skipped for c in self.inbound.values()),
+            "decode_dropped": sum(q.dropped for q in self.decode_queues),
+            "decode_resyncs": sum(q.resyncs for q in self.decode_queues),
             "viewers": len(self.viewers),
             "video_latency": self.video_out.counters.latency.summary_ms(),
             "audio_latency": self.audio_out.counters.latency.summary_ms(),

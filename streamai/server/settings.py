@@ -37,6 +37,9 @@ class ServerSettings(BaseModel):
     # aiortc's audio jitter buffer waits for 4 packets (+60-80 ms) before releasing one; 1 measured
     # 250 -> 154 ms audio round trip on loopback. Raise it on jittery networks; None keeps aiortc's 4.
     audio_prefetch: int | None = Field(1, ge=0, le=16)
+    # encoded video frames allowed to wait for the decoder; past it the node skips to a fresh
+    # keyframe (PLI) instead of letting latency grow. None keeps aiortc's unbounded queue.
+    max_decode_backlog: int | None = Field(8, ge=1, le=1000)
     token: str | None = Field(None, repr=False)  # bearer token for the session API; also STREAMAI_TOKEN
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)

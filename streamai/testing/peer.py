@@ -26,6 +26,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..frames import now
+from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
 from ..transport.ice import offer_loopback_candidates_only, rtc_configuration
 from ..transport.inbound import InboundCounters, take_newest
 from .media import SAMPLE_RATE, TestPattern, decode_barcode, detect_bursts, marker_track
@@ -239,6 +240,7 @@ class Probe:
         self._tasks: list[asyncio.Task[Any]] = []
         self._audio_chunks: list[tuple[float, np.ndarray]] = []
         self._video_sum = 0.0
+        self.decode_queue: LatestDecodeQueue | None = None
         if loopback:
             offer_loopback_candidates_only()
 
@@ -268,6 +270,9 @@ class Probe:
         self.url = (answer.get("node_url") or redirected or self.url).rstrip("/")  # fleet: talk to the node now
         self.report.pipeline = answer["pipeline"]
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        for transceiver in pc.getTransceivers():  # view like a real-time player: never a decode backlog
+            if transceiver.kind == "video":
+                self.decode_queue = bound_video_decoding(transceiver.receiver)
         for _ in range(200):
             if pc.connectionState == "connected":
                 break
