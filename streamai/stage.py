@@ -14,7 +14,6 @@ import importlib
 import logging
 import pkgutil
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Literal, TypeVar
@@ -22,6 +21,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from .events import EventBus
+from .executor import StageThread
 from .frames import ControlFrame, Frame, FrameKind, now
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Stage:
         self._push: Callable[[Frame], Awaitable[None]] | None = None
         self._drop: Callable[[Frame, str], None] | None = None
         self._downstream: Callable[[], float] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: StageThread | None = None
 
     # -- lifecycle ---------------------------------------------------------
     async def start(self) -> None:
@@ -125,7 +125,7 @@ class Stage:
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on this stage's own thread, off the event loop."""
         if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"stage-{self.context.name}")
+            self._executor = StageThread(f"stage-{self.context.name}")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def emit_event(self, type_: str, **fields: Any) -> None:
