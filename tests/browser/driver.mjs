@@ -147,7 +147,20 @@ async function demoScenario(page) {
 
   if (cfg.waitCaptions) {
     try {
-      await waitFor('captions', () => page.evaluate(() => (window.demo.counts.transcript || 0) > 0 && (window.demo.counts.translation || 0) > 0), cfg.waitCaptions);
+      // the fake microphone loops its file from before the connection: the first utterance heard may
+      // be the tail of a sentence, so wait for one that holds the expected words (and its translation)
+      await waitFor(
+        'captions',
+        () =>
+          page.evaluate((words) => {
+            const heard = (document.querySelector('#transcript')?.textContent || '').toLowerCase();
+            const said = (document.querySelector('#translation')?.textContent || '').trim();
+            const counted = (window.demo.counts.transcript || 0) > 0 && (window.demo.counts.translation || 0) > 0;
+            const expected = !words || words.some((w) => heard.includes(w));
+            return counted && expected && !['', '…', 'Translations appear here.'].includes(said);
+          }, cfg.captionWords || null),
+        cfg.waitCaptions,
+      );
     } catch {
       /* reported through counts */
     }

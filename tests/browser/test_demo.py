@@ -105,6 +105,7 @@ def test_speech_translate_shows_captions(drive, served_pipelines: list[str], cam
             "args": browser.chromium_args(camera, speech),
             "screenshot": str(ARTIFACTS / "browser" / "demo-speech-translate.png"),
             "waitCaptions": 60000,
+            "captionWords": ["train", "station", "morning"],
             "watchMs": 1500,
         },
         timeout=200,
