@@ -16,19 +16,13 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..errors import ClientError
 from .config import FleetConfig
 from .registry import NodeEntry
 
 
-class NoRoute(Exception):
+class NoRoute(ClientError):
     """No node can take the session; ``status``/``code``/``message`` go to the client."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 @dataclass

@@ -13,10 +13,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..config import PipelineLibrary
+from ..errors import ClientError
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
 from . import metrics
-from .protection import CLIENT, EntryGuard, Refused, bearer_token, guard_middleware, read_body
+from .protection import CLIENT, EntryGuard, bearer_token, guard_middleware, read_body
 from .scale import NodeScaler
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings
@@ -48,11 +49,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
     """Every failure is JSON with a code and a message; nothing unexpected escapes as a traceback."""
     try:
         return await handler(request)
-    except SessionError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
-    except Refused as exc:
-        retry = max(1, round(exc.retry_after)) if exc.retry_after else None
-        return error_response(exc.status, exc.reason, exc.message, retry)
+    except ClientError as exc:  # SessionError, Refused: a clear refusal, never a traceback
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers())
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "too_large", "request body too large")
     except web.HTTPException as exc:

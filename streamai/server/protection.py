@@ -7,7 +7,6 @@ counted by reason for ``/metrics``. Used by edge nodes and by the router.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import ClientError
 from ..transport.control import TokenBucket
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,22 +39,16 @@ class ProtectionSettings(BaseModel):
     tracked_clients: int = Field(10_000, ge=100)  # bounded memory for per-client buckets
 
 
-class Refused(Exception):
-    """A request refused by a limit."""
+class Refused(ClientError):
+    """A request refused by a limit; its code is the reason counted in ``/metrics``."""
 
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
+    @property
+    def reason(self) -> str:
+        return self.code
 
     def response(self) -> web.Response:
         """The JSON refusal, with ``Retry-After`` where it fits."""
-        headers = {"Retry-After": str(max(1, math.ceil(self.retry_after)))} if self.retry_after else None
-        return web.json_response(
-            {"error": {"code": self.reason, "message": self.message}}, status=self.status, headers=headers
-        )
+        return web.json_response(self.body(), status=self.status, headers=self.headers())
 
 
 class EntryGuard:

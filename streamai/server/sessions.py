@@ -22,6 +22,7 @@ from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..config import PipelineConfig
 from ..engine import PipelineRunner, split_session_params
+from ..errors import ClientError
 from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
 from ..stage import StageRegistry
@@ -37,15 +38,8 @@ from .settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-class SessionError(Exception):
+class SessionError(ClientError):
     """A session request that cannot be served: ``status`` and ``code`` go to the client."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
 
 def check_sdp(sdp: object) -> str:
