@@ -26,7 +26,7 @@ from streamai.fleet.config import FleetConfig
 from streamai.fleet.router import create_router_app
 from streamai.server.app import MODELS, SCALER, SESSIONS
 from streamai.server.settings import ServerSettings
-from streamai.testing.node import running_node
+from streamai.testing.node import running_app, running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -37,16 +37,8 @@ ASR_KEY = "asr:whisper-tiny-en:cpu"
 
 @asynccontextmanager
 async def running_router(config: FleetConfig) -> AsyncIterator[tuple[str, web.Application]]:
-    app = create_router_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        await runner.cleanup()
+    async with running_app(create_router_app(config)) as served:
+        yield served
 
 
 def free_port() -> int:

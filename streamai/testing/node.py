@@ -18,13 +18,19 @@ async def running_node(
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """Serve a node on 127.0.0.1 (a free port unless set); yields its base URL and app."""
     settings = settings or ServerSettings(port=0, ice_loopback=True)
-    app = create_app(settings, registry)
+    async with running_app(create_app(settings, registry), settings.port) as served:
+        yield served
+
+
+@asynccontextmanager
+async def running_app(app: web.Application, port: int = 0) -> AsyncIterator[tuple[str, web.Application]]:
+    """Serve any aiohttp app (a node, a router) on 127.0.0.1; yields its base URL and the app."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.port)
+    site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{bound}", app
     finally:
         await runner.cleanup()
