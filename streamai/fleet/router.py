@@ -101,12 +101,21 @@ class Router:
 
 
 # -- node endpoints ----------------------------------------------------------------
+def _node_token_refused(request: web.Request, router: Router) -> web.Response | None:
+    """A 401 when the router requires a node token and the request does not carry it."""
+    if not router.node_token:
+        return None
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if hmac.compare_digest(given.encode(), router.node_token.encode()):
+        return None
+    return _error(401, "unauthorized", "missing or wrong node token")
+
+
 async def heartbeat(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
-    if router.node_token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), router.node_token.encode()):
-            return _error(401, "unauthorized", "missing or wrong node token")
+    refused = _node_token_refused(request, router)
+    if refused is not None:
+        return refused
     try:
         report = NodeReport.model_validate_json(await request.read())
     except ValidationError as exc:
@@ -121,10 +130,9 @@ async def heartbeat(request: web.Request) -> web.Response:
 
 async def leave(request: web.Request) -> web.Response:
     router = request.app[ROUTER]
-    if router.node_token:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), router.node_token.encode()):
-            return _error(401, "unauthorized", "missing or wrong node token")
+    refused = _node_token_refused(request, router)
+    if refused is not None:
+        return refused
     removed = router.registry.remove(request.match_info["id"])
     return web.json_response({"ok": removed})
 
