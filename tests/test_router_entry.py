@@ -59,3 +59,18 @@ async def test_router_limits_a_flood_and_a_slow_body() -> None:
         status_line = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
         assert b" 408 " in status_line
+
+
+async def test_nodes_need_the_node_token_to_register_or_leave() -> None:
+    async with running_router(FleetConfig(node_token="fleet-secret")) as (router_url, _router_app):
+        report = {"node_id": "n1", "url": "http://127.0.0.1:1", "region": "eu-west", "capacity": 1}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{router_url}/v1/nodes/n1/heartbeat", json=report) as response:
+                assert response.status == 401
+            async with http.delete(f"{router_url}/v1/nodes/n1") as response:
+                assert response.status == 401
+            auth = {"Authorization": "Bearer fleet-secret"}
+            async with http.post(f"{router_url}/v1/nodes/n1/heartbeat", json=report, headers=auth) as response:
+                assert response.status == 200 and (await response.json())["new"] is True
+            async with http.delete(f"{router_url}/v1/nodes/n1", headers=auth) as response:
+                assert (await response.json())["ok"] is True
