@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from fuzz_support import ErrorLog, NodeThread
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamai.server.app import SESSIONS
@@ -195,6 +195,9 @@ def test_malformed_sdp_mutations_of_a_real_offer(node: NodeThread, data: st.Data
     st.binary(max_size=200),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
 )
+@example("GET", "/js/{x}", "\x00", b"", "")  # found on a fresh machine: resolve() raised on the NUL -> 500
+@example("GET", "/js/{x}", "lib/\x00.js", b"", "")
+@example("GET", "/web/{x}", "\x00", b"", "")
 def test_other_endpoints_methods_and_paths(
     node: NodeThread, method: str, template: str, segment: str, body: bytes, header: str
 ) -> None:

@@ -253,9 +253,9 @@ def add_static(app: web.Application, static_dir: Path) -> None:
         """The JS client's published files only (not its tests or node_modules)."""
         relative = request.match_info["path"]
         top = relative.split("/", 1)[0]
-        path = (js_dir / relative).resolve()
         published = top in JS_PUBLISHED or (top == "lib" and relative.endswith(".js"))
-        if not published or not path.is_file() or js_dir.resolve() not in path.parents:
+        path = safe_child(js_dir, relative) if published else None
+        if path is None or not path.is_file():
             raise web.HTTPNotFound(text="no such client file")
         return web.FileResponse(path)
 
@@ -264,6 +264,23 @@ def add_static(app: web.Application, static_dir: Path) -> None:
         app.router.add_static("/web/", web_dir)
     if js_dir.is_dir():
         app.router.add_get("/js/{path:.+}", client_file)
+
+
+def safe_child(folder: Path, relative: str) -> Path | None:
+    """``folder / relative`` when it is a plain path inside ``folder``; None for anything else.
+
+    A request path may hold a NUL, a lone surrogate or ``..``: none of them reaches the
+    filesystem as a 500 (``resolve()`` raises on NUL) or escapes the folder.
+    """
+    if not relative or "\x00" in relative or not relative.isprintable():
+        return None
+    try:
+        relative.encode("utf-8")
+        path = (folder / relative).resolve()
+        root = folder.resolve()
+    except (ValueError, OSError):  # NUL, surrogates, names the OS refuses
+        return None
+    return path if root in path.parents else None
 
 
 JS_PUBLISHED = {"streamai.js", "streamai.d.ts", "whep.js", "package.json"}
