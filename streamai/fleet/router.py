@@ -8,7 +8,6 @@ the next candidate is tried. Redirect mode answers 307 to the best node instead.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from ..engine.stats import Histogram
 from ..frames import now
 from ..server.protection import EntryGuard, Refused, guard_middleware, read_body
+from ..web.auth import bearer_token, same_secret
 from .config import FleetConfig
 from .registry import NodeRegistry, NodeReport
 from .routing import Decision, NoRoute, parse_client_rtt, rank
@@ -105,8 +105,7 @@ def _node_token_refused(request: web.Request, router: Router) -> web.Response | 
     """A 401 when the router requires a node token and the request does not carry it."""
     if not router.node_token:
         return None
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    if hmac.compare_digest(given.encode(), router.node_token.encode()):
+    if same_secret(bearer_token(request), router.node_token):
         return None
     return _error(401, "unauthorized", "missing or wrong node token")
 

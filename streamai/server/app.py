@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -16,8 +15,9 @@ from ..config import PipelineLibrary
 from ..errors import ClientError
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
+from ..web.auth import bearer_token, clean_token, same_secret
 from . import metrics
-from .protection import CLIENT, EntryGuard, bearer_token, guard_middleware, read_body
+from .protection import CLIENT, EntryGuard, guard_middleware, read_body
 from .scale import NodeScaler
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings
@@ -67,9 +67,8 @@ def auth_middleware(settings: ServerSettings) -> Any:
     async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
         protected = request.path.startswith(("/v1/", "/whip", "/whep"))
         if settings.token and protected and request.method != "OPTIONS":
-            header = request.headers.get("Authorization", "")
-            given = header[7:] if header.startswith("Bearer ") else request.query.get("token", "")
-            if not hmac.compare_digest(given.encode(), settings.token.encode()):
+            given = bearer_token(request) or clean_token(request.query.get("token"))
+            if not same_secret(given, settings.token):
                 response = error_response(401, "unauthorized", "missing or wrong bearer token")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ClientError
 from ..transport.control import TokenBucket
+from ..web.auth import bearer_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIGNALING_PREFIXES = ("/v1/", "/whip", "/whep")
@@ -103,11 +104,6 @@ class EntryGuard:
         ]
         lines += [f'streamai_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.refusals.items())]
         return lines
-
-
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    return header[7:] or None if header.startswith("Bearer ") else None
 
 
 def creates_session(request: web.Request) -> bool:

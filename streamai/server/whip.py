@@ -34,7 +34,9 @@ from ..frames import Frame, now
 from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration
 from ..transport.relay import Broadcast, ViewerTrack
-from .protection import CLIENT, bearer_token, read_body
+from ..transport.sdp import ice_ufrag
+from ..web.auth import bearer_token
+from .protection import CLIENT, read_body
 from .sessions import Session, SessionError, check_sdp
 from .settings import ServerSettings
 from .state import GUARD, LIBRARY, SESSIONS, SETTINGS
@@ -87,13 +89,6 @@ def query_params(request: web.Request) -> dict[str, Any]:
         else:
             params[key] = value
     return params
-
-
-def ice_ufrag(sdp: str) -> str | None:
-    for line in sdp.splitlines():
-        if line.startswith("a=ice-ufrag:"):
-            return line.split(":", 1)[1].strip()
-    return None
 
 
 def sdp_response(answer: str, location: str, resource_id: str, settings: ServerSettings) -> web.Response:
