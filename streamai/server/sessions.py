@@ -18,6 +18,7 @@ from collections import Counter
 from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..config import PipelineConfig
@@ -32,6 +33,7 @@ from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
 from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, TrackSink
+from ..transport.sdp import media_sections
 from .history import SessionHistory
 from .settings import ServerSettings
 
@@ -48,8 +50,13 @@ def check_sdp(sdp: object) -> str:
         raise SessionError(400, "bad_sdp", "'sdp' must be a non-empty string")
     if not sdp.lstrip().startswith("v=0"):
         raise SessionError(400, "bad_sdp", "malformed SDP: it must start with 'v=0'")
-    if "\nm=" not in sdp.replace("\r\n", "\n"):
+    sections = media_sections(sdp)
+    if not sections:
         raise SessionError(400, "bad_sdp", "malformed SDP: no media section ('m=' line)")
+    repeated = sorted(kind for kind, count in sections.items() if count > 1)
+    if repeated:
+        message = f"at most one audio, one video and one data section per offer (repeated: {', '.join(repeated)})"
+        raise SessionError(400, "bad_sdp", message)
     return sdp
 
 
@@ -107,17 +114,10 @@ class Session:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type=offer_type))
         except Exception as exc:
             raise SessionError(400, "bad_sdp", f"malformed SDP offer: {exc or type(exc).__name__}") from None
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind == "video":
-                pc.addTrack(self.video_out)
-                if self.settings.max_decode_backlog is not None:
-                    bounded = bound_video_decoding(transceiver.receiver, self.settings.max_decode_backlog)
-                    if bounded is not None:
-                        self.decode_queues.append(bounded)
-            elif transceiver.kind == "audio":
-                pc.addTrack(self.audio_out)
-                if self.settings.audio_prefetch is not None:
-                    set_audio_prefetch(transceiver.receiver, self.settings.audio_prefetch)
+        try:
+            self._add_tracks()
+        except (InvalidAccessError, InvalidStateError) as exc:  # an offer check_sdp let through
+            raise SessionError(400, "bad_sdp", f"SDP offer cannot be answered: {exc}") from None
         await self.runner.start()
         answer_as_dtls_server(pc)  # RSA-certificate senders (GStreamer) cannot be DTLS servers to aiortc
         try:
@@ -129,6 +129,21 @@ class Session:
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._forward_events(), "events")
         return pc.localDescription.sdp
+
+    def _add_tracks(self) -> None:
+        """One processed track back for each received audio/video section, with the receive-side bounds."""
+        pc = self.pc
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                pc.addTrack(self.video_out)
+                if self.settings.max_decode_backlog is not None:
+                    bounded = bound_video_decoding(transceiver.receiver, self.settings.max_decode_backlog)
+                    if bounded is not None:
+                        self.decode_queues.append(bounded)
+            elif transceiver.kind == "audio":
+                pc.addTrack(self.audio_out)
+                if self.settings.audio_prefetch is not None:
+                    set_audio_prefetch(transceiver.receiver, self.settings.audio_prefetch)
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"session:{self.id}:{name}")
