@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,9 @@ def test_streamai_models_lists_every_entry_with_size_and_license() -> None:
         assert entry.license.split()[0] in line
         if entry.size_mb is not None:
             assert f"{entry.size_mb:g} MB" in line
-        assert ("installed" in line) or ("your folder" in line)
+        status = line[len(entry.id) :].split()[1:3]  # after the id and the task: one or two words
+        expected = "your folder" if entry.package is None else "installed" if entry.installed() else "not installed"
+        assert " ".join(status[: len(expected.split())]) == expected, (line, expected)
 
 
 def test_readme_models_section_matches_the_catalog() -> None:
@@ -73,3 +76,37 @@ async def test_two_sessions_of_the_speech_pipeline_load_each_shared_model_once(r
     finally:
         await asyncio.gather(*(r.stop() for r in runners))
     assert shared.loaded() == {}  # the last session freed every model
+
+
+@pytest.mark.models
+def test_models_check_loads_a_model_and_runs_it(tmp_path: Path) -> None:
+    """``streamai models check ID`` loads the installed package's weights and runs one inference."""
+
+    def check(model: str) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-m", "streamai", "models", "check", model, "--json"],
+            capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    whisper = check("whisper-tiny-en")
+    assert whisper["model"] == "whisper-tiny-en" and whisper["load_s"] > 0
+    assert "good morning" in whisper["detail"].lower(), whisper  # said 'good morning', heard it back
+    translate = check("mt-en-pt")
+    assert "bom dia" in translate["detail"].lower() or "estação" in translate["detail"].lower(), translate
+
+
+def test_models_check_explains_what_is_missing() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "streamai", "models", "check", *args],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, check=False,
+        )  # fmt: skip
+
+    folder_only = run("sd-turbo")
+    assert folder_only.returncode == 1 and "sd-turbo" in folder_only.stderr and "folder" in folder_only.stderr
+    unknown = run("whisper-gigantic")
+    assert unknown.returncode != 0 and "whisper-gigantic" in unknown.stderr
+    missing_id = run()
+    assert missing_id.returncode == 2 and "catalog id" in missing_id.stderr
