@@ -136,10 +136,47 @@ def _describe(loc: tuple[Any, ...], raw: dict[str, Any]) -> str:
     return "field " + ".".join(map(str, loc)) if loc else "pipeline"
 
 
+MAX_YAML_NODES = 10_000  # a pipeline is a few hundred values; aliases must not multiply that
+
+
+def _expanded_size(root: yaml.Node | None) -> int:
+    """How many values ``root`` holds once every alias is expanded (counted once a node, in linear time)."""
+    if root is None:
+        return 0
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # a node met again inside itself is a cycle: infinitely large
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if not children_done and id(node) in open_nodes:
+            return 10 * MAX_YAML_NODES
+        if isinstance(node, yaml.MappingNode):
+            children = [child for pair in node.value for child in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if children_done or not children:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), 0) for c in children), 10 * MAX_YAML_NODES)
+            open_nodes.discard(id(node))
+        else:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None) -> PipelineConfig:
     """Parse and validate pipeline YAML text; ``registry`` also validates stage types and params."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        expanded = _expanded_size(node)
+        if expanded > MAX_YAML_NODES:
+            raise PipelineError(
+                source, f"the YAML expands to over {MAX_YAML_NODES} values through its aliases (an alias bomb?)"
+            )
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -4,14 +4,13 @@ params from a client either build a pipeline or raise ``ParamsError``, never any
 
 from __future__ import annotations
 
-import contextlib
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,13 +101,26 @@ def test_session_params_build_a_pipeline_or_raise_params_error(path: Path, param
 
 
 def test_a_yaml_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    """Aliases that expand to ~10^13 values (or a cycle) are refused by name, at once, before any traversal."""
+    levels = 20
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
-        for i in range(8)
+        for i in range(levels)
     )
-    path = tmp_path / "bomb.yaml"
-    path.write_text(bomb + "name: bomb\nstages: [{type: passthrough}]\n", encoding="utf-8")
-    TRIED["bomb"] += 1
-    with contextlib.suppress(PipelineError):
-        load_pipeline(path, REGISTRY)
-    assert yaml.safe_load(bomb) is not None  # the aliases are shared objects, not copies
+    # the bomb inside a stage's params, where a stage would walk it, and as a self-referencing cycle
+    inside = bomb + f"name: bomb\nstages: [{{type: passthrough, params: {{x: *{chr(97 + levels)}}}}}]\n"
+    cycle = "c: &c [*c]\nname: cycle\nstages: [{type: passthrough, params: {x: *c}}]\n"
+    for name, text in (("bomb.yaml", inside), ("cycle.yaml", cycle)):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        TRIED["bomb"] += 1
+        started = time.perf_counter()
+        with pytest.raises(PipelineError) as refused:
+            load_pipeline(path, REGISTRY)
+        assert time.perf_counter() - started < 1.0
+        assert str(refused.value).startswith(str(path)) and "alias" in str(refused.value)
+    # a modest anchor is still fine
+    shared = "name: anchors-ok\nstages:\n  - {type: video-transform, params: &p {effect: invert}}\n"
+    shared += "  - {type: video-transform, name: again, params: *p}\n"
+    (tmp_path / "ok.yaml").write_text(shared, encoding="utf-8")
+    assert load_pipeline(tmp_path / "ok.yaml", REGISTRY).stage_names() == ["video-transform0", "again"]
