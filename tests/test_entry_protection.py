@@ -6,12 +6,15 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
 
 from streamai.server.app import GUARD, SESSIONS
 from streamai.server.protection import ProtectionSettings
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
-from streamai.testing.peer import BarcodeVideoTrack, Probe
+from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
+from streamai.transport.ice import rtc_configuration
 
 
 def settings(**protection: object) -> ServerSettings:
@@ -102,3 +105,50 @@ async def test_a_client_sending_its_body_byte_by_byte_gets_408() -> None:
         assert b" 408 " in status_line
         assert app[GUARD].refusals["slow_body"] == 1
         assert not app[SESSIONS].sessions and app[SESSIONS].pending == 0
+
+
+async def test_concurrent_sessions_per_api_token_are_capped() -> None:
+    node_settings = ServerSettings(
+        port=0, ice_loopback=True, token="api-token", protection=ProtectionSettings(max_sessions_per_token=2)
+    )
+    async with running_node(node_settings) as (url, app), aiohttp.ClientSession() as http:
+        probes = [Probe(url, "transform", video=BarcodeVideoTrack(), token="api-token") for _ in range(2)]
+        for probe in probes:
+            await probe.connect(http)
+        # a third session with the same token, from another address (the per-address cap does not apply)
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as elsewhere:
+            third = Probe(url, "transform", video=BarcodeVideoTrack(), token="api-token")
+            with pytest.raises(ProbeError) as refused:
+                await third.connect(elsewhere)
+            await third.close(elsewhere, delete=False)
+        assert refused.value.status == 429 and refused.value.body["error"]["code"] == "token_sessions"
+        assert app[GUARD].refusals["token_sessions"] == 1
+        await probes[0].close(http)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as elsewhere:
+            again = Probe(url, "transform", video=BarcodeVideoTrack(), token="api-token")
+            await again.connect(elsewhere)  # a slot freed: the token may open one more
+            await again.close(elsewhere)
+        await probes[1].close(http)
+        assert not app[SESSIONS].sessions
+
+
+async def test_an_offer_whose_ice_never_connects_is_freed_after_the_connect_timeout() -> None:
+    assert ServerSettings().connect_timeout_s == 15  # the documented default
+    node_settings = ServerSettings(port=0, ice_loopback=True, connect_timeout_s=1.5)
+    async with running_node(node_settings) as (url, app), aiohttp.ClientSession() as http:
+        pc = RTCPeerConnection(rtc_configuration([]))
+        pc.addTransceiver("video")
+        await pc.setLocalDescription(await pc.createOffer())
+        started = asyncio.get_running_loop().time()
+        async with http.post(f"{url}/v1/sessions", json={"pipeline": "transform", "sdp": pc.localDescription.sdp}) as r:
+            assert r.status == 200
+            session = app[SESSIONS].get((await r.json())["session_id"])
+        await pc.close()  # the answer is never applied: ICE cannot connect
+        assert session is not None and session.state == "connecting"
+        while app[SESSIONS].sessions and asyncio.get_running_loop().time() - started < 10:
+            await asyncio.sleep(0.1)
+        elapsed = asyncio.get_running_loop().time() - started
+        assert not app[SESSIONS].sessions, "the unconnected session was never freed"
+        assert session.close_reason == "ICE did not connect in time"
+        assert 1.5 <= elapsed < 1.5 + 3  # the watchdog looks once a second
