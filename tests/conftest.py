@@ -14,6 +14,16 @@ from streamai.stage import StageRegistry
 ROOT = Path(__file__).resolve().parent.parent
 
 
+HEAVY = ("browser", "ray", "models")  # a real browser, a Ray cluster or model weights: slow by definition
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``-m "not slow"`` is the quick loop: browser, Ray and model tests count as slow too."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in HEAVY) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def registry() -> StageRegistry:
     return StageRegistry()

@@ -78,6 +78,7 @@ async def test_signaling_request_rate_is_limited() -> None:
         assert statuses.count(429) >= 12
 
 
+@pytest.mark.slow
 async def test_oversized_body_gets_413_before_it_is_read() -> None:
     async with running_node() as (url, app), aiohttp.ClientSession() as http:
         async with http.post(f"{url}/v1/sessions", data=b"{" + b" " * 2_000_000 + b"}") as response:
@@ -86,6 +87,7 @@ async def test_oversized_body_gets_413_before_it_is_read() -> None:
         assert app[GUARD].refusals["too_large"] == 1
 
 
+@pytest.mark.slow
 async def test_a_client_sending_its_body_byte_by_byte_gets_408() -> None:
     async with running_node(settings(body_timeout_s=1.0)) as (url, app):
         host, port = url.removeprefix("http://").split(":")

@@ -51,7 +51,8 @@ async def test_transform_pipeline_inverts_video_and_returns_audio(
     assert fps == 30
     codes = [decode_barcode(f) for f in frames]
     values = [c.value for c in codes if c is not None]
-    assert len(values) >= 25 and values == sorted(values)
+    # every delivered frame is in the file, in order (a slow machine delivers fewer, never out of order)
+    assert len(set(values)) == report["frames_out"]["video"] >= 1 and values == sorted(values)
     assert all(c.inverted for c in codes if c is not None)
 
     samples, rate = read_wav(outputs[1])

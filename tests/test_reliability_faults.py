@@ -34,6 +34,8 @@ from streamai.testing.node import running_node
 from streamai.testing.peer import AUDIO_PACKET, BarcodeVideoTrack, PacedAudioTrack, Probe, marker_audio
 from streamai.transport.decode_queue import LatestDecodeQueue, bound_video_decoding
 
+pytestmark = pytest.mark.slow  # real peers for seconds each
+
 
 def write_pipelines(folder: Path, **pipelines: str) -> Path:
     for name, stages in pipelines.items():

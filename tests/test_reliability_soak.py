@@ -15,12 +15,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from streamai.bench import soak
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 RSS_BOUND_MB = 150.0
 
 
+@pytest.mark.slow
 async def test_short_soak_leaks_nothing() -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     parser = argparse.ArgumentParser()

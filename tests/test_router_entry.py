@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import aiohttp
+import pytest
 
 from streamai.fleet.config import FleetConfig
 from streamai.server.protection import ProtectionSettings
@@ -35,6 +36,7 @@ async def test_router_lists_the_fleets_models_with_their_regions() -> None:
         assert all("license" in m and "size_mb" in m for m in models)
 
 
+@pytest.mark.slow
 async def test_router_limits_a_flood_and_a_slow_body() -> None:
     protection = ProtectionSettings(sessions_per_min=60, sessions_burst=5, body_timeout_s=1.0)
     async with running_router(FleetConfig(protection=protection)) as (router_url, _router):
