@@ -10,11 +10,11 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from streamai.server.app import GUARD, SESSIONS
-from streamai.server.protection import ProtectionSettings
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
 from streamai.transport.ice import rtc_configuration
+from streamai.web.protection import ProtectionSettings
 
 
 def settings(**protection: object) -> ServerSettings:

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from streamai.server.app import SESSIONS
-from streamai.server.protection import ProtectionSettings
 from streamai.server.settings import ServerSettings
+from streamai.web.protection import ProtectionSettings
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)

@@ -15,10 +15,10 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from streamai.server.app import SESSIONS
-from streamai.server.protection import ProtectionSettings
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
+from streamai.web.protection import ProtectionSettings
 
 DEFAULTS = ServerSettings()
 

@@ -9,9 +9,9 @@ import aiohttp
 import pytest
 
 from streamai.fleet.config import FleetConfig
-from streamai.server.protection import ProtectionSettings
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
+from streamai.web.protection import ProtectionSettings
 from tests.test_node_scale_to_zero import free_port, running_router
 
 

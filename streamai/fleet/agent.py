@@ -19,7 +19,7 @@ import aiohttp
 import psutil
 from aiohttp import web
 
-from ..engine.stats import Histogram
+from ..histogram import Histogram
 from ..server.state import LIBRARY, MODELS, SCALER, SESSIONS, SETTINGS, describe_pipeline
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..server.protection import ProtectionSettings
+from ..web.protection import ProtectionSettings
 
 DEFAULT_RTT_MS = 150.0  # two regions with no configured RTT and no locations
 KM_PER_MS_RTT = 100.0  # light in fibre covers ~200 km/ms one way; a round trip halves it

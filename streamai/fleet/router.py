@@ -20,10 +20,10 @@ import aiohttp
 from aiohttp import web
 from pydantic import ValidationError
 
-from ..engine.stats import Histogram
 from ..frames import now
-from ..server.protection import EntryGuard, Refused, guard_middleware, read_body
+from ..histogram import Histogram
 from ..web.auth import bearer_token, same_secret
+from ..web.protection import EntryGuard, Refused, guard_middleware, read_body
 from .config import FleetConfig
 from .registry import NodeRegistry, NodeReport
 from .routing import Decision, NoRoute, parse_client_rtt, rank

@@ -16,8 +16,8 @@ from ..errors import ClientError
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
 from ..web.auth import bearer_token, clean_token, same_secret
+from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
 from . import metrics
-from .protection import CLIENT, EntryGuard, guard_middleware, read_body
 from .scale import NodeScaler
 from .sessions import SessionError, SessionManager
 from .settings import ServerSettings

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.stats import Histogram
+from ..histogram import Histogram
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from ..engine.stats import Histogram
+from ..histogram import Histogram
 from .sessions import SessionManager
 
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..transport.ice import IceServer
-from .protection import ProtectionSettings
+from ..web.protection import ProtectionSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from ..config import PipelineConfig, PipelineLibrary
 from ..frames import FrameKind
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
-from .protection import EntryGuard
+from ..web.protection import EntryGuard
 from .scale import NodeScaler
 from .sessions import SessionManager
 from .settings import ServerSettings

@@ -29,14 +29,14 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from ..engine.stats import Histogram
 from ..frames import Frame, now
+from ..histogram import Histogram
 from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration
 from ..transport.relay import Broadcast, ViewerTrack
 from ..transport.sdp import ice_ufrag
 from ..web.auth import bearer_token
-from .protection import CLIENT, read_body
+from ..web.protection import CLIENT, read_body
 from .sessions import Session, SessionError, check_sdp
 from .settings import ServerSettings
 from .state import GUARD, LIBRARY, SESSIONS, SETTINGS

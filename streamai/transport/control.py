@@ -7,11 +7,11 @@ raises into the session.
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from ..ratelimit import TokenBucket
 
 
 class _Message(BaseModel):
@@ -47,27 +47,6 @@ class ControlRejected(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up."""
-
-    rate: float
-    burst: float
-    tokens: float = -1.0
-    stamp: float = 0.0
-
-    def take(self, at: float | None = None) -> bool:
-        at = time.monotonic() if at is None else at
-        if self.tokens < 0:
-            self.tokens, self.stamp = self.burst, at
-        self.tokens = min(self.burst, self.tokens + (at - self.stamp) * self.rate)
-        self.stamp = at
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 def _depth(value: Any, limit: int) -> int:

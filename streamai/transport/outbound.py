@@ -19,8 +19,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..engine.stats import Histogram
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, VideoFrame, now
+from ..histogram import Histogram
 
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000

@@ -32,8 +32,8 @@ from typing import Any
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..engine.stats import Histogram
 from ..frames import Frame, FrameKind, now
+from ..histogram import Histogram
 from .outbound import AUDIO_RATE, ProcessedAudioTrack, ProcessedVideoTrack
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ClientError
-from ..transport.control import TokenBucket
-from ..web.auth import bearer_token
+from ..ratelimit import TokenBucket
+from .auth import bearer_token
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIGNALING_PREFIXES = ("/v1/", "/whip", "/whep")
