@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .client_params import ClientParams, ParamBounds, normalize_client_params
 from .stage import StageRegistry, UnknownStageType
 
 QueuePolicy = Literal["latest", "fifo"]
@@ -65,6 +66,8 @@ class PipelineConfig(Strict):
     late_audio: Literal["drop", "play"] = "drop"
     data_region: Literal["any", "preferred", "required"] = "any"
     region_models: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # stage name -> params a client may set (a list, or a mapping to bounds); none when absent
+    client_params: dict[str, list[str] | dict[str, ParamBounds | None]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_shape(self) -> PipelineConfig:
@@ -75,6 +78,10 @@ class PipelineConfig(Strict):
         if self.branches is not None and not all(self.branches.values()):
             raise ValueError("every branch needs at least one stage")
         return self
+
+    def allowed_client_params(self) -> ClientParams:
+        """``client_params`` in one shape: stage -> param -> bounds."""
+        return normalize_client_params(self.client_params)
 
     def chains(self) -> dict[str, list[StageConfig]]:
         """The branches, a plain chain being one branch called ``main``."""
@@ -228,6 +235,9 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
                     problem = _unknown_model(stage_config.model)
                     if problem:
                         raise fail((*prefix, index, "model"), problem)
+        problem_at = _client_params_problem(config, registry)
+        if problem_at is not None:
+            raise fail(*problem_at)
         for region, overrides in config.region_models.items():
             for stage, model in overrides.items():
                 problem = _unknown_model(model)
@@ -238,6 +248,27 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
     if duplicated:
         raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
     return config
+
+
+def _client_params_problem(config: PipelineConfig, registry: StageRegistry) -> tuple[tuple[Any, ...], str] | None:
+    """Where and why ``client_params`` names a stage or param clients may not set, or None."""
+    stages = {
+        stage_name(c, i, b): c for b, chain in config.chains().items() for i, c in enumerate(chain)
+    }
+    for stage, fields in config.allowed_client_params().items():
+        if stage not in stages:
+            return ("client_params", stage), f"no stage named {stage!r} (stages: {', '.join(stages)})"
+        cls = registry.get(stages[stage].type)
+        for name in fields:
+            if name not in cls.Params.model_fields:
+                return ("client_params", stage, name), f"stage {stage!r} ({cls.type_name}) has no parameter {name!r}"
+            if name not in cls.client_settable:
+                settable = ", ".join(sorted(cls.client_settable)) or "none"
+                return (
+                    ("client_params", stage, name),
+                    f"stage type {cls.type_name!r} never lets clients set {name!r} (it allows: {settable})",
+                )
+    return None
 
 
 def _unknown_model(reference: str) -> str | None:

@@ -59,6 +59,9 @@ class Stage:
     # process (video, text). "stream": every frame is processed, the stage judges
     # deadlines on what it emits (audio into VAD/ASR must not lose samples).
     admission: ClassVar[Admission] = "frame"
+    # Params a pipeline may let clients set (client_params in its YAML): never paths, engines,
+    # devices, thread counts or model ids. Empty: clients set nothing on this stage.
+    client_settable: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: BaseModel, context: StageContext) -> None:
         self.params = params

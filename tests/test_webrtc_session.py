@@ -12,6 +12,7 @@ from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, marker_audio, run_probe
+from streamai.testing.wait import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -49,25 +50,30 @@ async def test_python_peer_round_trip_through_transform_pipeline() -> None:
         assert not app[SESSIONS].sessions
 
 
-async def test_session_api_lists_and_deletes() -> None:
-    async with running_node() as (url, app), aiohttp.ClientSession() as http:
+async def test_session_api_lists_for_the_admin_and_deletes_with_the_session_token() -> None:
+    admin = {"Authorization": "Bearer admin-secret"}
+    settings = ServerSettings(port=0, ice_loopback=True, admin_token="admin-secret")
+    async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
         probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
         await probe.connect(http)
-        await asyncio.sleep(1.0)
-        async with http.get(f"{url}/v1/sessions") as response:
+        assert await wait_for(lambda: probe.report.video_frames > 0, 10)
+        async with http.get(f"{url}/v1/sessions", headers=admin) as response:
             sessions = (await response.json())["sessions"]
         assert [s["id"] for s in sessions] == [probe.report.session_id]
         assert sessions[0]["pipeline"] == "transform"
         assert sessions[0]["frames_in"] > 0 and sessions[0]["frames_out"] > 0
         async with http.get(f"{url}/metrics") as response:
             text = await response.text()
-        assert "streamai_sessions 1" in text
-        assert 'streamai_frames_in_total{pipeline="transform",kind="video"}' in text
+        assert "streamai_sessions 1.0" in text
+        assert 'streamai_frames_in_total{kind="video",pipeline="transform"}' in text
         assert "streamai_stage_service_seconds_bucket" in text
-        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+        session_url = f"{url}/v1/sessions/{probe.report.session_id}"
+        async with http.delete(session_url, headers={"Authorization": "Bearer someone-else"}) as response:
+            assert response.status == 403
+        async with http.delete(session_url, headers=probe.session_headers()) as response:
             assert response.status == 200
-        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
-            assert response.status == 404
+        async with http.delete(session_url, headers=probe.session_headers()) as response:
+            assert response.status == 404 and (await response.json())["error"]["code"] == "session_ended"
         assert not app[SESSIONS].sessions
         await probe.close(http, delete=False)
 
@@ -103,19 +109,21 @@ async def test_events_websocket_streams_events_and_takes_control() -> None:
     async with running_node() as (url, _app), aiohttp.ClientSession() as http:
         probe = Probe(url, "transform", video=BarcodeVideoTrack(), audio=marker_audio())
         await probe.connect(http)
-        async with http.ws_connect(f"{url}/v1/sessions/{probe.report.session_id}/events") as ws:
+        events = f"{url}/v1/sessions/{probe.report.session_id}/events"
+        async with http.ws_connect(events, headers=probe.session_headers()) as ws:
             await ws.send_str(json.dumps({"type": "ping", "t": 1.0}))
             await ws.send_str("{not json")
-            await ws.send_str(json.dumps({"type": "prompt", "text": "a bronze statue"}))
-            seen: dict[str, dict] = {}
-            async with asyncio.timeout(5):
-                while not {"pong", "error", "prompt", "latency"} <= set(seen):
+            await ws.send_str(json.dumps({"type": "prompt", "text": "a bronze statue"}))  # transform takes none
+            seen: dict[str, list[dict]] = {}
+            async with asyncio.timeout(10):
+                while not ({"pong", "latency"} <= set(seen) and len(seen.get("error", [])) >= 2):
                     message = await ws.receive()
                     event = json.loads(message.data)
-                    seen.setdefault(event["type"], event)
-        assert seen["pong"]["t"] == 1.0
-        assert seen["error"]["code"] == "bad_json"
-        assert seen["prompt"]["text"] == "a bronze statue"
+                    seen.setdefault(event["type"], []).append(event)
+        assert seen["pong"][0]["t"] == 1.0
+        assert [e["code"] for e in seen["error"][:2]] == ["bad_json", "bad_message"]
+        assert "no prompt" in seen["error"][1]["message"]
+        assert "prompt" not in seen  # refused before any stage saw it
         await probe.close(http)
 
 
@@ -125,7 +133,7 @@ async def test_finished_sessions_stay_counted_in_metrics_and_are_let_go() -> Non
     import weakref
 
     def frames_in(text: str) -> int:
-        found = re.search(r'streamai_frames_in_total\{pipeline="transform",kind="video"\} (\d+)', text)
+        found = re.search(r'streamai_frames_in_total\{kind="video",pipeline="transform"\} (\d+)(\.0)?', text)
         return int(found.group(1)) if found else 0
 
     async with running_node() as (url, app), aiohttp.ClientSession() as http:

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from aiohttp import web
     from pydantic import ValidationError
 
-    from ..server.app import LIBRARY, create_app, default_pipeline
+    from ..fleet.node import create_fleet_node
+    from ..server.app import LIBRARY, default_pipeline
     from ..server.settings import ServerSettings
 
     try:
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValidationError) as exc:
         print(f"error: bad node settings: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings)
+    app = create_fleet_node(settings)
     library = app[LIBRARY]
     if args.default_pipeline and args.default_pipeline not in library.pipelines:
         print(f"error: unknown pipeline {args.default_pipeline!r}; offered: {', '.join(library.pipelines)}")

@@ -1,7 +1,8 @@
-"""The node side of the fleet: heartbeats to the router, and the remote-stage engine when configured.
+"""The node side of the fleet: heartbeats to the router.
 
-``attach_fleet(app)`` is called by ``create_app`` when the settings name a router or
-a Ray cluster. The agent's first heartbeat registers the node; every heartbeat
+``streamai.fleet.node`` attaches the agent when the node's settings name a router. The
+agent's first heartbeat registers the node (with its own credential, ``node_token``,
+which the router derives from the fleet secret and binds to this node's id); every heartbeat
 carries the full state (region, location, capacity, load, pipelines with measured
 stage latencies, warm models), so a restarted router rebuilds its view within one
 interval. On shutdown the node leaves the fleet before its sessions close.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 from typing import Any
 
@@ -29,11 +31,11 @@ class NodeAgent:
     """Reports the node to the router every heartbeat interval (the router sets the interval)."""
 
     def __init__(self, app: web.Application) -> None:
-
         settings = app[SETTINGS]
         self.app = app
         self.router_url = (settings.router_url or "").rstrip("/")
-        self.node_id = settings.node_id or f"{socket.gethostname()}-{settings.port}"
+        self.node_id = settings.node_name()
+        self.token = settings.node_token
         host = settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.gethostname()
         self.url = (settings.public_url or f"http://{host}:{settings.port}").rstrip("/")
         self.interval_s = 2.0
@@ -89,10 +91,7 @@ class NodeAgent:
         }
 
     def _auth(self) -> dict[str, str]:
-        import os
-
-        token = os.environ.get("STREAMAI_NODE_TOKEN")
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def beat(self) -> bool:
         """Send one heartbeat; returns whether the router took it."""
@@ -100,10 +99,14 @@ class NodeAgent:
         url = f"{self.router_url}/v1/nodes/{self.node_id}/heartbeat"
         timeout = aiohttp.ClientTimeout(total=max(1.0, self.interval_s))
         try:
-            async with self._http.post(url, json=self.report(), headers=self._auth(), timeout=timeout) as response:
-                body = await response.json(content_type=None)
+            async with self._http.post(
+                url, json=self.report(), headers=self._auth(), timeout=timeout, allow_redirects=False
+            ) as response:
+                body = await response.json(content_type=None) if response.content_length != 0 else None
                 if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {body}")
+                    raise RuntimeError(f"HTTP {response.status}: {str(body)[:200]}")
+                if not isinstance(body, dict):
+                    raise RuntimeError("the router's answer is not a JSON object")
         except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 100 == 0:
@@ -113,12 +116,18 @@ class NodeAgent:
             log.info("registered with router %s as %s (%s)", self.router_url, self.node_id, self.url)
         self.registered = True
         self.failures = 0
-        self.interval_s = float(body.get("heartbeat_interval_s", self.interval_s))
+        self.interval_s = bounded_interval(body.get("heartbeat_interval_s"), self.interval_s)
         return True
 
     async def run(self) -> None:
+        """Heartbeat until cancelled; nothing the router answers ends the loop."""
         while True:
-            await self.beat()
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not silently stop the node's heartbeats
+                log.exception("heartbeat failed unexpectedly")
             await asyncio.sleep(self.interval_s)
 
     async def start(self, app: web.Application) -> None:
@@ -135,33 +144,25 @@ class NodeAgent:
         if self._http is not None:
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                 url = f"{self.router_url}/v1/nodes/{self.node_id}"
-                async with self._http.delete(url, headers=self._auth(), timeout=aiohttp.ClientTimeout(total=2)):
+                async with self._http.delete(
+                    url, headers=self._auth(), timeout=aiohttp.ClientTimeout(total=2), allow_redirects=False
+                ):
                     pass
             await self._http.close()
 
 
-def attach_fleet(app: web.Application) -> None:
-    """Wire the fleet parts the node's settings ask for: the router agent, the Ray Serve stage engine."""
+def attach_agent(app: web.Application) -> None:
+    """Heartbeat to the router named in the node's settings: register at start, leave first at shutdown."""
+    agent = NodeAgent(app)
+    app.on_startup.append(agent.start)
+    app.on_shutdown.insert(0, agent.stop)
 
-    settings = app[SETTINGS]
-    if settings.ray_address:
-        from .remote import RayServeStageFactory
 
-        factory = RayServeStageFactory(address=settings.ray_address, region=settings.region)
-        app[SESSIONS].remote = factory
-
-        async def connect_ray(app: web.Application) -> None:
-            await asyncio.get_running_loop().run_in_executor(None, factory.connect)
-
-        async def leave_ray(app: web.Application) -> None:
-            await asyncio.get_running_loop().run_in_executor(None, factory.close)
-
-        app.on_startup.append(connect_ray)
-        app.on_cleanup.append(leave_ray)
-    if settings.router_url:
-        agent = NodeAgent(app)
-        app.on_startup.append(agent.start)
-        app.on_shutdown.insert(0, agent.stop)
+def bounded_interval(value: object, current: float) -> float:
+    """The router's heartbeat interval if it is a sane number (0.2 s to 60 s), else ``current``."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return min(60.0, max(0.2, float(value)))
+    return current
 
 
 def installed_models() -> list[str]:

@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..config import PipelineLibrary
+from ..config import PipelineConfig, PipelineLibrary
+from ..engine import RemoteStageFactory
 from ..errors import ClientError
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
-from ..web.auth import bearer_token, clean_token, same_secret
+from ..web.auth import WEBSOCKET_PROTOCOL, bearer_token
+from ..web.clients import RegionPrefixes, is_loopback
+from ..web.errors import errors_as_json
+from ..web.metrics import metrics_response
 from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
-from . import metrics
+from .access import Access
+from .metrics import node_metrics
+from .residency import check_region, client_resolver
 from .scale import NodeScaler
-from .sessions import SessionError, SessionManager
+from .sessions import NewSession, SessionError, SessionManager
 from .settings import ServerSettings
 from .state import (
+    ACCESS,
     GUARD,
     LIBRARY,
+    METRICS,
     MODELS,
+    PREFIXES,
     PRELOADED,
     SCALER,
     SESSIONS,
@@ -32,49 +42,12 @@ from .state import (
     default_pipeline,
     describe_pipeline,
 )
+from .whip import add_routes as add_whip_routes
 
 log = logging.getLogger(__name__)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
-
-
-@web.middleware
-async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure is JSON with a code and a message; nothing unexpected escapes as a traceback."""
-    try:
-        return await handler(request)
-    except ClientError as exc:  # SessionError, Refused: a clear refusal, never a traceback
-        return web.json_response(exc.body(), status=exc.status, headers=exc.headers())
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "too_large", "request body too large")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal", "internal error (logged on the node)")
-
-
-def auth_middleware(settings: ServerSettings) -> Any:
-    @web.middleware
-    async def check_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        protected = request.path.startswith(("/v1/", "/whip", "/whep"))
-        if settings.token and protected and request.method != "OPTIONS":
-            given = bearer_token(request) or clean_token(request.query.get("token"))
-            if not same_secret(given, settings.token):
-                response = error_response(401, "unauthorized", "missing or wrong bearer token")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-        return await handler(request)
-
-    return check_token
 
 
 def cors_middleware(settings: ServerSettings) -> Any:
@@ -90,14 +63,41 @@ def cors_middleware(settings: ServerSettings) -> Any:
             response.headers["Access-Control-Allow-Origin"] = allowed
             response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, If-Match"
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, DELETE, OPTIONS"
-            response.headers["Access-Control-Expose-Headers"] = "Location, ETag, Link, Retry-After"
+            response.headers["Access-Control-Expose-Headers"] = (
+                "Location, ETag, Link, Retry-After, Streamai-Session-Token, Streamai-Viewer-Token"
+            )
         return response
 
     return cors
 
 
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def same_site_middleware(settings: ServerSettings) -> Any:
+    """A loopback node answers only requests addressed to a loopback name (DNS rebinding), and no
+    page of another origin may open the events WebSocket (cross-site WebSocket hijacking)."""
+    loopback_bound = is_loopback(settings.host) or settings.host == "localhost"
+
+    @web.middleware
+    async def same_site(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = (request.host or "").rsplit(":", 1)[0] if not (request.host or "").startswith("[") else "[::1]"
+        if loopback_bound and host.lower() not in LOOPBACK_HOSTS:
+            raise ClientError(421, "wrong_host", "this node answers only to localhost names")
+        origin = request.headers.get("Origin")
+        if origin and request.headers.get("Upgrade", "").lower() == "websocket":
+            own = f"{request.scheme}://{request.host}"
+            if origin != own and origin not in settings.cors_origins and "*" not in settings.cors_origins:
+                raise ClientError(403, "forbidden_origin", "pages of another origin may not open this WebSocket")
+        return await handler(request)
+
+    return same_site
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
+    if request.content_type != "application/json":  # a cross-site form cannot send this without a preflight
+        raise SessionError(415, "unsupported_media_type", "Content-Type must be application/json")
     body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
     try:
         value = json.loads(body)
@@ -108,8 +108,22 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     return value
 
 
+def session_answer(new: NewSession, config: PipelineConfig) -> dict[str, Any]:
+    session = new.session
+    return {
+        "session_id": session.id,
+        "sdp": new.answer,
+        "type": "answer",
+        "pipeline": config.name,
+        "events_url": f"/v1/sessions/{session.id}/events",
+        "session_token": new.token,  # reads and steers this session; shown once
+        "viewer_token": new.viewer_token,  # watches it over WHEP, nothing else
+    }
+
+
 # -- handlers ----------------------------------------------------------------------
 async def create_session(request: web.Request) -> web.Response:
+    request.app[ACCESS].require_api(request)
     body = await read_json(request)
     library = request.app[LIBRARY]
     name = body.get("pipeline") or default_pipeline(request.app[SETTINGS], library)
@@ -118,88 +132,95 @@ async def create_session(request: web.Request) -> web.Response:
     config = library.get(name)
     if config is None:
         offered = ", ".join(library.pipelines)
-        raise SessionError(404, "unknown_pipeline", f"unknown pipeline {name!r}; offered: {offered}")
+        raise SessionError(404, "unknown_pipeline", f"unknown pipeline {name[:64]!r}; offered: {offered}")
     offer_type = body.get("type", "offer")
     if offer_type != "offer":
         raise SessionError(400, "bad_sdp", "'type' must be 'offer'")
-    session, answer = await request.app[SESSIONS].create(
+    check_region(request, config)
+    new = await request.app[SESSIONS].create(
         config, body.get("sdp"), "offer", body.get("params"), client=request.get(CLIENT), token=bearer_token(request)
     )
-    return web.json_response(
-        {
-            "session_id": session.id,
-            "sdp": answer,
-            "type": "answer",
-            "pipeline": config.name,
-            "events_url": f"/v1/sessions/{session.id}/events",
-        }
-    )
+    return web.json_response(session_answer(new, config))
 
 
 async def list_sessions(request: web.Request) -> web.Response:
+    request.app[ACCESS].require_admin(request)
     return web.json_response({"sessions": [s.summary() for s in request.app[SESSIONS].sessions.values()]})
 
 
 async def get_session(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].get(request.match_info["id"])
-    if session is None:
-        raise SessionError(404, "unknown_session", "no such session")
+    session = request.app[ACCESS].session(request, request.app[SESSIONS], request.match_info["id"])
     return web.json_response({**session.summary(), "stats": session.runner.snapshot()})
 
 
 async def delete_session(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].get(request.match_info["id"])
-    if session is None:
-        raise SessionError(404, "unknown_session", "no such session")
+    session = request.app[ACCESS].session(request, request.app[SESSIONS], request.match_info["id"])
     await session.close("deleted by the client")
     return web.json_response({"ok": True, "id": session.id})
 
 
 async def session_events(request: web.Request) -> web.StreamResponse:
-    """The session's events as a WebSocket; accepts the same control messages as the data channel."""
-    session = request.app[SESSIONS].get(request.match_info["id"])
-    if session is None:
-        raise SessionError(404, "unknown_session", "no such session")
+    """The session's events as a WebSocket; accepts the same control messages as the data channel.
+
+    The socket needs the session's token (``Authorization``, or the subprotocol
+    ``streamai.bearer.<token>`` beside ``streamai.v1`` from a browser); it closes when the
+    session ends, and a session takes at most ``max_event_subscribers`` of them.
+    """
+    session = request.app[ACCESS].session(request, request.app[SESSIONS], request.match_info["id"])
     settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=settings.max_control_bytes * 4)
-    await ws.prepare(request)
-    subscription = session.events.subscribe()
-
-    async def send(event: dict[str, Any]) -> None:
-        if not ws.closed:
-            await ws.send_str(json.dumps(event, default=str))
-
-    replies: list[dict[str, Any]] = []
-    await send({"type": "state", "state": session.state, "session": session.id, "t": time.time()})
-    import asyncio
-
-    async def pump() -> None:
-        while True:
-            await send(await subscription.get())
-
-    pump_task = asyncio.create_task(pump())
+    if len(session.subscribers) >= settings.max_event_subscribers:
+        raise SessionError(429, "too_many_subscribers", f"at most {settings.max_event_subscribers} event sockets "
+                           "per session", retry_after=settings.retry_after_s)  # fmt: skip
+    if session.state == "closed":
+        raise SessionError(404, "session_ended", "this session has ended")
+    ws = web.WebSocketResponse(
+        heartbeat=20, max_msg_size=settings.max_control_bytes * 4, protocols=[WEBSOCKET_PROTOCOL]
+    )
+    session.subscribers.add(ws)
     try:
-        async for message in ws:
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                session.handle_control(message.data, replies.append)
-                while replies:
-                    await send(replies.pop(0))
-            elif message.type == WSMsgType.ERROR:
-                break
+        await ws.prepare(request)
+        subscription = session.events.subscribe()
+
+        async def send(event: dict[str, Any]) -> None:
+            if not ws.closed:
+                await ws.send_str(json.dumps(event, default=str))
+
+        async def pump() -> None:
+            while True:
+                await send(await subscription.get())
+
+        replies: list[dict[str, Any]] = []
+        await send({"type": "state", "state": session.state, "session": session.id, "t": time.time()})
+        pump_task = asyncio.create_task(pump())
+        try:
+            async for message in ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    session.handle_control(message.data, replies.append)
+                    while replies:
+                        await send(replies.pop(0))
+                    if session.state == "closed":
+                        break
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            pump_task.cancel()
+            subscription.close()
     finally:
-        pump_task.cancel()
-        subscription.close()
+        session.subscribers.discard(ws)
+    if not ws.closed:
+        await ws.close(code=1000, message=b"session ended")
     return ws
 
 
 async def list_pipelines(request: web.Request) -> web.Response:
+    request.app[ACCESS].require_api(request)
     library = request.app[LIBRARY]
     registry = library.registry
     return web.json_response(
         {
             "pipelines": [describe_pipeline(c, registry) for _, c in sorted(library.pipelines.items())],
             "default": default_pipeline(request.app[SETTINGS], library),
-            "invalid": library.errors,
+            "invalid": sorted(library.errors),  # file names only: the reasons are in the node's log
         }
     )
 
@@ -221,6 +242,7 @@ async def list_models(request: web.Request) -> web.Response:
     """The catalog as this node sees it: installed or not, and which models are loaded now."""
     from ..models.catalog import Catalog, catalog_row
 
+    request.app[ACCESS].require_api(request)
     return web.json_response(
         {
             "models": [catalog_row(entry) for entry in Catalog().entries.values()],
@@ -231,12 +253,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    extra = [*request.app[GUARD].metrics_lines(), *request.app[SCALER].metrics_lines()]
-    remote = request.app[SESSIONS].remote
-    if remote is not None and hasattr(remote, "metrics_lines"):
-        extra += remote.metrics_lines()  # remote stages: cold starts, edge fallbacks
-    text = metrics.render(request.app[SESSIONS], extra)
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    return metrics_response(request.app[METRICS])
 
 
 def add_static(app: web.Application, static_dir: Path) -> None:
@@ -318,19 +335,31 @@ async def release_preloaded(app: web.Application) -> None:
         await runner.stop()
 
 
-def create_app(settings: ServerSettings, registry: StageRegistry | None = None) -> web.Application:
-    """The node's application; sessions are closed on shutdown."""
+def create_app(
+    settings: ServerSettings,
+    registry: StageRegistry | None = None,
+    *,
+    remote: RemoteStageFactory | None = None,
+    extensions: Sequence[Callable[[web.Application], None]] = (),
+) -> web.Application:
+    """The node's application; sessions are closed on shutdown.
+
+    ``remote`` builds stand-ins for stages placed off the node; each of ``extensions`` is
+    called with the finished app (a fleet agent adds its start/stop hooks there). The node
+    itself knows neither: ``streamai serve`` wires them (``streamai.fleet.node``).
+    """
     registry = registry or StageRegistry()
     models = SharedModels(idle_timeout_s=settings.model_idle_timeout_s, keep_released=True)
     manager = SessionManager(settings, registry, resources=models)
-    guard = EntryGuard(settings.protection)
+    manager.remote = remote
+    guard = EntryGuard(settings.protection, capacity=settings.max_sessions)
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
             cors_middleware(settings),
             errors_as_json,
-            guard_middleware(guard, manager.open_sessions),
-            auth_middleware(settings),
+            same_site_middleware(settings),
+            guard_middleware(guard, manager.open_sessions, client_resolver(settings, guard)),
         ],
     )
     app[SETTINGS] = settings
@@ -338,8 +367,11 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app[MODELS] = models
     app[SESSIONS] = manager
     app[GUARD] = guard
+    app[ACCESS] = Access(settings)
+    app[PREFIXES] = RegionPrefixes(settings.client_prefixes)
     app[PRELOADED] = []
     app[SCALER] = scaler = NodeScaler(settings, models, manager)
+    app[METRICS] = node_metrics(manager, guard, scaler, remote)
     app.on_startup.append(scaler.start)
     app.on_cleanup.append(scaler.stop)
     app.on_startup.append(preload_pipelines)
@@ -355,23 +387,19 @@ def create_app(settings: ServerSettings, registry: StageRegistry | None = None) 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics_text)
-    from .whip import add_routes as add_whip_routes
-
     add_whip_routes(app)
     if settings.debug_endpoints:
         from .debug import debug_resources
 
         app.router.add_get("/v1/debug/resources", debug_resources)
-    if settings.router_url or settings.ray_address:
-        from ..fleet.agent import attach_fleet
-
-        attach_fleet(app)
     add_static(app, settings.static_dir)
 
     async def close_sessions(app: web.Application) -> None:
         await app[SESSIONS].close_all()
 
     app.on_shutdown.append(close_sessions)
+    for extend in extensions:
+        extend(app)
     if settings.ice_loopback:
         from ..transport.ice import offer_loopback_candidates_only
 

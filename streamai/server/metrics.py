@@ -1,84 +1,75 @@
-"""``/metrics`` in the Prometheus text format: sessions, frames, drops by reason, stage latency."""
+"""The node's ``/metrics``: sessions, frames, drops by reason, stage latency, refusals, scaling.
+
+Built at scrape time from the session manager's live and folded-in totals; rendered by
+``prometheus_client`` (streamai/web/metrics.py), so label values are always escaped.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import Any
 
-from ..histogram import Histogram
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from ..web.metrics import FunctionCollector, add_histogram, histogram_family, registry_of
+from ..web.protection import EntryGuard
+from .scale import NodeScaler
 from .sessions import SessionManager
 
 
-def _labels(**labels: str) -> str:
-    def escape(value: str) -> str:
-        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-    return "{" + ",".join(f'{k}="{escape(v)}"' for k, v in labels.items()) + "}"
-
-
-def _histogram(lines: list[str], name: str, histogram: Histogram, **labels: str) -> None:
-    for bound, count in histogram.cumulative():
-        lines.append(f"{name}_bucket{_labels(**labels, le=bound)} {count}")
-    lines.append(f"{name}_sum{_labels(**labels)} {histogram.total:.6f}")
-    lines.append(f"{name}_count{_labels(**labels)} {histogram.count}")
-
-
-def render(manager: SessionManager, extra: Iterable[str] = ()) -> str:
-    """Every live and recently closed session, summed by pipeline and stage."""
+def session_metrics(manager: SessionManager) -> Iterator[Metric]:
+    """Every live and finished session, summed by pipeline and stage."""
     by_pipeline = manager.history.with_live(list(manager.sessions.values()))
-    lines = [
-        "# HELP streamai_sessions Sessions open on this node.",
-        "# TYPE streamai_sessions gauge",
-        f"streamai_sessions {len(manager.sessions)}",
-        "# HELP streamai_sessions_total Sessions by outcome since start.",
-        "# TYPE streamai_sessions_total counter",
-    ]
+    yield GaugeMetricFamily("streamai_sessions", "Sessions open on this node.", value=len(manager.sessions))
+    outcomes = CounterMetricFamily("streamai_sessions", "Sessions by outcome since start.", labels=["outcome"])
     for outcome, count in sorted(manager.totals.items()):
-        lines.append(f"streamai_sessions_total{_labels(outcome=outcome)} {count}")
-    lines += ["# HELP streamai_frames_in_total Frames received.", "# TYPE streamai_frames_in_total counter"]
+        outcomes.add_metric([outcome], count)
+    yield outcomes
+    frames_in = CounterMetricFamily("streamai_frames_in", "Frames received.", labels=["pipeline", "kind"])
+    frames_out = CounterMetricFamily("streamai_frames_out", "Frames delivered.", labels=["pipeline", "kind"])
+    drops = CounterMetricFamily("streamai_drops", "Frames dropped, by stage and reason.",
+                                labels=["pipeline", "stage", "reason"])  # fmt: skip
+    service = histogram_family("streamai_stage_service_seconds", "Stage service time.", ["pipeline", "stage"])
+    queue_wait = histogram_family(
+        "streamai_stage_queue_wait_seconds", "Time frames waited in a stage's queue.", ["pipeline", "stage"]
+    )
+    video = histogram_family(
+        "streamai_video_latency_seconds", "Capture to send of processed video frames.", ["pipeline"]
+    )
+    viewer = histogram_family(
+        "streamai_viewer_latency_seconds", "Capture to a viewer's sender, processed video (WHEP).", ["pipeline"]
+    )
     for pipeline, totals in sorted(by_pipeline.items()):
         for kind, count in sorted(totals.frames_in.items()):
-            lines.append(f"streamai_frames_in_total{_labels(pipeline=pipeline, kind=kind)} {count}")
-    lines += ["# HELP streamai_frames_out_total Frames delivered.", "# TYPE streamai_frames_out_total counter"]
-    for pipeline, totals in sorted(by_pipeline.items()):
+            frames_in.add_metric([pipeline, kind], count)
         for kind, count in sorted(totals.frames_out.items()):
-            lines.append(f"streamai_frames_out_total{_labels(pipeline=pipeline, kind=kind)} {count}")
-    lines += ["# HELP streamai_drops_total Frames dropped, by stage and reason.", "# TYPE streamai_drops_total counter"]
-    for pipeline, totals in sorted(by_pipeline.items()):
+            frames_out.add_metric([pipeline, kind], count)
         for (stage, reason), count in sorted(totals.drops.items()):
-            lines.append(f"streamai_drops_total{_labels(pipeline=pipeline, stage=stage, reason=reason)} {count}")
-    lines += [
-        "# HELP streamai_stage_service_seconds Stage service time.",
-        "# TYPE streamai_stage_service_seconds histogram",
-    ]
-    for pipeline, totals in sorted(by_pipeline.items()):
+            drops.add_metric([pipeline, stage, reason], count)
         for stage, histogram in sorted(totals.service.items()):
-            _histogram(lines, "streamai_stage_service_seconds", histogram, pipeline=pipeline, stage=stage)
-    lines += [
-        "# HELP streamai_stage_queue_wait_seconds Time frames waited in a stage's queue.",
-        "# TYPE streamai_stage_queue_wait_seconds histogram",
-    ]
-    for pipeline, totals in sorted(by_pipeline.items()):
+            add_histogram(service, [pipeline, stage], histogram)
         for stage, histogram in sorted(totals.queue_wait.items()):
-            _histogram(lines, "streamai_stage_queue_wait_seconds", histogram, pipeline=pipeline, stage=stage)
-    lines += [
-        "# HELP streamai_video_latency_seconds Capture to send of processed video frames.",
-        "# TYPE streamai_video_latency_seconds histogram",
-    ]
-    for pipeline, totals in sorted(by_pipeline.items()):
-        _histogram(lines, "streamai_video_latency_seconds", totals.video_latency, pipeline=pipeline)
+            add_histogram(queue_wait, [pipeline, stage], histogram)
+        add_histogram(video, [pipeline], totals.video_latency)
+        if totals.viewer_latency.count:
+            add_histogram(viewer, [pipeline], totals.viewer_latency)
+    yield from (frames_in, frames_out, drops, service, queue_wait, video, viewer)
     viewers: Counter[str] = Counter()
     for session in manager.sessions.values():
         viewers[session.pipeline] += len(session.viewers)
-    lines += ["# HELP streamai_viewers WHEP viewers watching sessions.", "# TYPE streamai_viewers gauge"]
+    watching = GaugeMetricFamily("streamai_viewers", "WHEP viewers watching sessions.", labels=["pipeline"])
     for pipeline, count in sorted(viewers.items()):
-        lines.append(f"streamai_viewers{_labels(pipeline=pipeline)} {count}")
-    lines += [
-        "# HELP streamai_viewer_latency_seconds Capture to a viewer's sender, processed video (WHEP).",
-        "# TYPE streamai_viewer_latency_seconds histogram",
-    ]
-    for pipeline, totals in sorted(by_pipeline.items()):
-        if totals.viewer_latency.count:
-            _histogram(lines, "streamai_viewer_latency_seconds", totals.viewer_latency, pipeline=pipeline)
-    lines.extend(extra)
-    return "\n".join(lines) + "\n"
+        watching.add_metric([pipeline], count)
+    yield watching
+
+
+def node_metrics(
+    manager: SessionManager, guard: EntryGuard, scaler: NodeScaler, remote: Any = None
+) -> CollectorRegistry:
+    """The node's metrics registry: sessions, entry refusals, scale to zero, remote stages when present."""
+    collectors: list[object] = [FunctionCollector(lambda: session_metrics(manager)), guard, scaler]
+    if remote is not None and hasattr(remote, "collect"):
+        collectors.append(remote)  # remote stages: cold starts, edge fallbacks
+    return registry_of(*collectors)

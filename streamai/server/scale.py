@@ -17,9 +17,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..frames import now
 from ..models.shared import SharedModels
@@ -91,15 +93,12 @@ class NodeScaler:
             "last_unloaded": self.unloaded,
         }
 
-    def metrics_lines(self) -> list[str]:
-        return [
-            "# HELP streamai_node_warm 1 while models are loaded on this node, 0 when scaled to zero.",
-            "# TYPE streamai_node_warm gauge",
-            f"streamai_node_warm {int(self.state == 'warm')}",
-            "# HELP streamai_node_model_unloads_total Times this node unloaded its models after being idle.",
-            "# TYPE streamai_node_model_unloads_total counter",
-            f"streamai_node_model_unloads_total {self.unloads}",
-        ]
+    def collect(self) -> Iterator[Metric]:
+        """Warm or cold, and how often it unloaded (prometheus_client collector protocol)."""
+        yield GaugeMetricFamily("streamai_node_warm", "1 while models are loaded on this node, 0 when scaled to zero.",
+                                value=int(self.state == "warm"))  # fmt: skip
+        unloads = "Times this node unloaded its models after being idle."
+        yield CounterMetricFamily("streamai_node_model_unloads", unloads, value=self.unloads)
 
     async def run(self) -> None:
         interval = min(1.0, max(0.1, self.after_s / 4)) if self.after_s > 0 else 1.0

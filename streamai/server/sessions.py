@@ -14,15 +14,17 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
-from typing import Any
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.exceptions import InvalidAccessError, InvalidStateError
 from aiortc.rtcdatachannel import RTCDataChannel
 
+from ..client_params import ClientParamsError, client_overrides, prompt_bounds
 from ..config import PipelineConfig
-from ..engine import PipelineRunner, split_session_params
+from ..engine import PipelineRunner
 from ..errors import ClientError
 from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
@@ -33,7 +35,9 @@ from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
 from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, TrackSink
-from ..transport.sdp import media_sections
+from ..transport.sdp import candidate_count, media_sections
+from ..web.clients import limit_key
+from .access import new_capability
 from .history import SessionHistory
 from .settings import ServerSettings
 
@@ -44,8 +48,8 @@ class SessionError(ClientError):
     """A session request that cannot be served: ``status`` and ``code`` go to the client."""
 
 
-def check_sdp(sdp: object) -> str:
-    """Cheap sanity checks before aiortc parses an offer."""
+def check_sdp(sdp: object, max_candidates: int = 32) -> str:
+    """Cheap sanity checks before aiortc parses an offer: shape, one section per kind, candidate count."""
     if not isinstance(sdp, str) or not sdp.strip():
         raise SessionError(400, "bad_sdp", "'sdp' must be a non-empty string")
     if not sdp.lstrip().startswith("v=0"):
@@ -57,6 +61,8 @@ def check_sdp(sdp: object) -> str:
     if repeated:
         message = f"at most one audio, one video and one data section per offer (repeated: {', '.join(repeated)})"
         raise SessionError(400, "bad_sdp", message)
+    if candidate_count(sdp) > max_candidates:
+        raise SessionError(400, "bad_sdp", f"at most {max_candidates} ICE candidates per session")
     return sdp
 
 
@@ -102,6 +108,12 @@ class Session:
         self._connected_at: float | None = None
         self._reported_drops: Counter[tuple[str, str]] = Counter()
         self.viewers: dict[str, Any] = {}  # WHEP viewers of the processed output (server/whip.py)
+        self.capability: bytes | None = None  # digest of the session token (server/access.py)
+        self.viewer_capability: bytes | None = None  # digest of the viewer token: WHEP only
+        self.candidates = 0  # remote ICE candidates taken (offer + trickle), bounded
+        self.subscribers: set[Any] = set()  # open events WebSockets, closed with the session
+        self.live_params: dict[str, frozenset[str]] = {}  # stage -> params it can change while running
+        self._close_callbacks: list[Callable[[], None]] = []
 
     # -- negotiation -----------------------------------------------------------
     async def negotiate(self, offer_sdp: str, offer_type: str = "offer") -> str:
@@ -145,6 +157,10 @@ class Session:
                 if self.settings.audio_prefetch is not None:
                     set_audio_prefetch(transceiver.receiver, self.settings.audio_prefetch)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the session ends (state kept elsewhere for it is freed there)."""
+        self._close_callbacks.append(callback)
+
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=f"session:{self.id}:{name}")
         self._tasks.add(task)
@@ -153,7 +169,17 @@ class Session:
 
     def _on_track(self, track: Any) -> None:
         counters = self.inbound.setdefault(track.kind, InboundCounters())
-        self._spawn(consume_track(track, self._submit, counters), f"inbound-{track.kind}")
+        self._spawn(
+            consume_track(track, self._submit, counters, self.settings.max_video_pixels, self._on_oversized),
+            f"inbound-{track.kind}",
+        )
+
+    def _on_oversized(self, width: int, height: int) -> None:
+        counters = self.inbound.get("video")
+        if counters is not None and counters.oversized in (1, 100, 10_000):
+            limit = self.settings.max_video_pixels
+            message = f"video frames of {width}x{height} exceed this node's {limit} pixels; they are dropped"
+            self.events.emit("warning", code="video_too_large", message=message, dropped=counters.oversized)
 
     def _submit(self, frame: Frame) -> None:
         self.runner.submit(frame)
@@ -195,6 +221,10 @@ class Session:
 
     def handle_control(self, raw: str | bytes, reply: Any) -> None:
         """Apply one client message; errors go back to that client as an ``error`` event."""
+        if self._closing:
+            reply({"type": "error", "code": "session_ended", "message": "the session has ended", "fatal": True,
+                   "t": time.time()})  # fmt: skip
+            return
         try:
             message = self.control.parse(raw)
         except ControlRejected as exc:
@@ -206,8 +236,23 @@ class Session:
             self.runner.control(ControlKind.INTERRUPTION, {"source": "client"})
             self.audio_out.flush()
         elif isinstance(message, ParamsMessage):
-            self.runner.control(ControlKind.PARAMS, message.params)
+            allowed = self.config.allowed_client_params()
+            try:
+                changes = client_overrides(allowed, message.params, self.config.stage_names(), self.live_params)
+            except ClientParamsError as exc:
+                reply({"type": "error", "code": exc.code, "message": exc.message, "fatal": False, "t": time.time()})
+                return
+            self.runner.control(ControlKind.PARAMS, changes)
         else:
+            bounds = prompt_bounds(self.config.allowed_client_params())
+            if bounds is None:
+                message_ = "this pipeline takes no prompt from clients"
+                reply({"type": "error", "code": "bad_message", "message": message_, "fatal": False, "t": time.time()})
+                return
+            if bounds.max_length is not None and len(message.text) > bounds.max_length:
+                message_ = f"prompt longer than {bounds.max_length} characters"
+                reply({"type": "error", "code": "bad_message", "message": message_, "fatal": False, "t": time.time()})
+                return
             self.runner.control(ControlKind.PROMPT, {"text": message.text})
             self.events.emit("prompt", text=message.text, status="received")
 
@@ -262,6 +307,10 @@ class Session:
         log.info("session %s (%s) closing: %s", self.id, self.pipeline, reason)
         self.events.emit("state", state="closed", reason=reason)
         self._send_to_channel({"type": "state", "state": "closed", "reason": reason, "t": time.time()})
+        for socket in list(self.subscribers):  # the events WebSockets end with their session
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.close(code=1000, message=b"session ended"), 2)
+        self.subscribers.clear()
         await asyncio.gather(*(v.close("session ended") for v in list(self.viewers.values())), return_exceptions=True)
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -274,6 +323,10 @@ class Session:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pc.close(), 5)
         self._closed.set()
+        for callback in self._close_callbacks:
+            with contextlib.suppress(Exception):
+                callback()
+        self._close_callbacks.clear()
         self._on_closed(self)
 
     def summary(self) -> dict[str, Any]:
@@ -299,6 +352,23 @@ class Session:
         }
 
 
+class NewSession(NamedTuple):
+    """A session just opened: the answer and its capabilities (given to the client once)."""
+
+    session: Session
+    answer: str
+    token: str
+    viewer_token: str
+
+
+ENDED_REMEMBERED = 4096
+
+
+def live_params_of(stage: Any) -> frozenset[str]:
+    """The params ``stage`` can change while it runs (``Stage.live_params``; none when it declares none)."""
+    return frozenset(getattr(stage, "live_params", frozenset()))
+
+
 class SessionManager:
     """The node's sessions: admission by capacity, lookup, and retirement of stats."""
 
@@ -308,6 +378,8 @@ class SessionManager:
         self.resources = resources
         self.sessions: dict[str, Session] = {}
         self.pending = 0
+        self.pending_by_client: Counter[str] = Counter()  # offers being negotiated, by client limit key
+        self.ended: OrderedDict[str, bytes] = OrderedDict()  # recently ended session -> capability digest
         self.history = SessionHistory()  # finished sessions, folded into per-pipeline totals
         self.totals: Counter[str] = Counter()
         self.remote: Any = None  # RemoteStageFactory for placement remote/auto stages (streamai.fleet.remote)
@@ -316,12 +388,12 @@ class SessionManager:
     def active(self) -> int:
         return len(self.sessions) + self.pending
 
-    def open_sessions(self, client: str, token: str | None) -> tuple[int, int]:
-        """Sessions open now for this client address, and for this API token."""
+    def open_sessions(self, client_key: str, token: str | None) -> tuple[int, int]:
+        """Sessions open or being negotiated now for this client (its limit key), and for this API token."""
         sessions = list(self.sessions.values())
-        by_client = sum(1 for s in sessions if s.client == client)
+        by_client = sum(1 for s in sessions if s.client is not None and limit_key(s.client) == client_key)
         by_token = sum(1 for s in sessions if token is not None and s.token == token)
-        return by_client, by_token
+        return by_client + self.pending_by_client[client_key], by_token
 
     async def create(
         self,
@@ -332,18 +404,16 @@ class SessionManager:
         *,
         client: str | None = None,
         token: str | None = None,
-    ) -> tuple[Session, str]:
-        """Open a session and answer its offer."""
+    ) -> NewSession:
+        """Open a session and answer its offer; the new session's tokens are returned once, here."""
         if self.active >= self.settings.max_sessions:
             self.totals["rejected_capacity"] += 1
             raise SessionError(
                 503, "over_capacity", f"node is at capacity ({self.settings.max_sessions} sessions)",
                 retry_after=self.settings.retry_after_s,
             )  # fmt: skip
-        sdp = check_sdp(offer_sdp)
-        if params is not None and not isinstance(params, dict):
-            raise SessionError(400, "bad_params", "'params' must be an object")
-        session_params = split_session_params(params or {}, config.stage_names())
+        sdp = check_sdp(offer_sdp, self.settings.max_ice_candidates)
+        overrides = client_overrides(config.allowed_client_params(), params, config.stage_names())
 
         def build_runner(session: Session) -> PipelineRunner:
             return PipelineRunner(
@@ -351,18 +421,23 @@ class SessionManager:
                 self.registry,
                 session.sink,
                 events=session.events,
-                params=session_params,
+                params=dict(overrides),
                 resources=self.resources,
                 region=self.settings.region,
                 remote=self.remote,
                 on_fatal=lambda reason: None,  # the watchdog ends the session
             )
 
+        key = limit_key(client) if client is not None else None
         self.pending += 1
+        if key is not None:
+            self.pending_by_client[key] += 1
         session: Session | None = None
         try:
             session = Session(config, build_runner, self.settings, self._closed)
             session.client, session.token = client, token
+            session.live_params = {r.name: live_params_of(r.stage) for r in session.runner.stage_runners}
+            session.candidates = candidate_count(sdp)
             answer = await session.negotiate(sdp, offer_type)
         except SessionError:
             if session is not None:
@@ -375,22 +450,38 @@ class SessionManager:
                 await session.close("negotiation failed")
             if isinstance(exc, ParamsError):
                 raise SessionError(400, "bad_params", str(exc)) from None
-            if isinstance(exc, PipelineStartError):
-                raise SessionError(503, "pipeline_unavailable", str(exc), retry_after=30) from None
+            if isinstance(exc, PipelineStartError):  # the cause is logged; the client learns nothing of paths
+                log.warning("pipeline %s could not start: %s", config.name, exc)
+                message = f"pipeline {config.name!r} could not start on this node (logged on the node)"
+                raise SessionError(503, "pipeline_unavailable", message, retry_after=30) from None
             raise
         finally:
             self.pending -= 1
+            if key is not None:
+                self.pending_by_client[key] -= 1
+                if self.pending_by_client[key] <= 0:
+                    del self.pending_by_client[key]
+        session_token, session.capability = new_capability()
+        viewer_token, session.viewer_capability = new_capability()
         self.sessions[session.id] = session
         self.totals["created"] += 1
-        return session, answer
+        return NewSession(session, answer, session_token, viewer_token)
 
     def _closed(self, session: Session) -> None:
         if self.sessions.pop(session.id, None) is not None:
             self.totals["closed"] += 1
             self.history.record(session)
+            if session.capability is not None:  # its owner gets "ended", not "forbidden", for a while
+                self.ended[session.id] = session.capability
+                while len(self.ended) > ENDED_REMEMBERED:
+                    self.ended.popitem(last=False)
 
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
+
+    def ended_capability(self, session_id: str) -> bytes | None:
+        """The capability digest of a recently ended session (so its owner hears it ended)."""
+        return self.ended.get(session_id)
 
     async def close_all(self) -> None:
         await asyncio.gather(*(s.close("server shutting down") for s in list(self.sessions.values())))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..transport.ice import IceServer
+from ..web.clients import parse_networks
 from ..web.protection import ProtectionSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +28,9 @@ class ServerSettings(BaseModel):
     static_dir: Path = PROJECT_ROOT / "clients"
     max_sessions: int = Field(8, ge=1)
     max_session_s: float = Field(3600, gt=0)
-    connect_timeout_s: float = Field(15, gt=0)  # offer answered but ICE never connected
+    # offer answered but ICE never connected: the slot is held this long only (an unconnected offer
+    # costs nothing to send, so it must not hold a session for long)
+    connect_timeout_s: float = Field(6, gt=0)
     media_timeout_s: float = Field(5, gt=0)  # connected, then no inbound media: the peer vanished
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     max_control_bytes: int = Field(16 * 1024, ge=256)
@@ -40,7 +44,12 @@ class ServerSettings(BaseModel):
     # encoded video frames allowed to wait for the decoder; past it the node skips to a fresh
     # keyframe (PLI) instead of letting latency grow. None keeps aiortc's unbounded queue.
     max_decode_backlog: int | None = Field(8, ge=1, le=1000)
-    token: str | None = Field(None, repr=False)  # bearer token for the session API; also STREAMAI_TOKEN
+    token: str | None = Field(None, repr=False)  # API token: create sessions, read the catalogue; STREAMAI_TOKEN
+    admin_token: str | None = Field(None, repr=False)  # list, read and end any session; STREAMAI_ADMIN_TOKEN
+    node_token: str | None = Field(None, repr=False)  # this node's fleet credential; STREAMAI_NODE_TOKEN
+    max_event_subscribers: int = Field(4, ge=1, le=64)  # events WebSockets per session
+    max_ice_candidates: int = Field(32, ge=1, le=1000)  # remote candidates per session (offer + trickle)
+    max_video_pixels: int = Field(1920 * 1088, ge=64 * 64)  # larger inbound video frames are dropped and counted
     cors_origins: list[str] = Field(default_factory=list)
     model_idle_timeout_s: float = Field(0, ge=0)
     # scale to zero (server/scale.py): models stay loaded between sessions; after this long with
@@ -50,7 +59,9 @@ class ServerSettings(BaseModel):
     retry_after_s: int = Field(5, ge=1)
     # fleet (streamai/fleet, docs/fleet.md): register with a router, run remote stages on Ray Serve
     router_url: str | None = None  # heartbeat to this router (``streamai router``)
-    region: str | None = None  # this node's region (routing; ``region_models`` of pipelines)
+    region: str | None = None  # this node's region (routing; ``region_models``; ``data_region: required``)
+    # client IP prefix -> region, for clients that reach this node without the router's signed grant
+    client_prefixes: dict[str, str] = Field(default_factory=dict)
     node_id: str | None = None  # default: <hostname>-<port>
     location: tuple[float, float] | None = None  # lat, lon
     public_url: str | None = None  # how clients reach this node (default http://host:port)
@@ -59,13 +70,27 @@ class ServerSettings(BaseModel):
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)
 
+    def node_name(self) -> str:
+        """This node's id in the fleet (``node_id``, else ``<hostname>-<port>``)."""
+        return self.node_id or f"{socket.gethostname()}-{self.port}"
+
+    @field_validator("client_prefixes")
+    @classmethod
+    def _valid_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
+        parse_networks(value)
+        return value
+
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: object) -> ServerSettings:
-        """Settings from an optional YAML file, then non-None overrides, then STREAMAI_TOKEN."""
+        """Settings from an optional YAML file, then non-None overrides, then the STREAMAI_*TOKEN variables."""
         data: dict[str, object] = {}
         if path is not None:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         data.update({k: v for k, v in overrides.items() if v is not None})
-        if "token" not in data and os.environ.get("STREAMAI_TOKEN"):
-            data["token"] = os.environ["STREAMAI_TOKEN"]
+        for field, variable in ENVIRONMENT.items():
+            if field not in data and os.environ.get(variable):
+                data[field] = os.environ[variable]
         return cls.model_validate(data)
+
+
+ENVIRONMENT = {"token": "STREAMAI_TOKEN", "admin_token": "STREAMAI_ADMIN_TOKEN", "node_token": "STREAMAI_NODE_TOKEN"}

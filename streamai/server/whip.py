@@ -34,12 +34,13 @@ from ..histogram import Histogram
 from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration
 from ..transport.relay import Broadcast, ViewerTrack
-from ..transport.sdp import ice_ufrag
+from ..transport.sdp import candidate_count, ice_ufrag
 from ..web.auth import bearer_token
 from ..web.protection import CLIENT, read_body
+from .residency import check_region
 from .sessions import Session, SessionError, check_sdp
 from .settings import ServerSettings
-from .state import GUARD, LIBRARY, SESSIONS, SETTINGS
+from .state import ACCESS, GUARD, LIBRARY, SESSIONS, SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class WhipState:
     """What WHIP/WHEP keep besides the sessions: offer ufrags (for PATCH) and one broadcast per watched session."""
 
     def __init__(self) -> None:
-        self.ufrags: dict[str, str] = {}  # resource id -> the client's ICE ufrag
+        self.ufrags: dict[str, str] = {}  # resource id -> the client's ICE ufrag (freed when it ends)
+        self.candidates: dict[str, CandidateBudget] = {}  # resource id -> ICE candidates it may still add
         self.broadcasts: dict[str, Broadcast] = {}
         self.viewers_total = 0
         self.viewers_rejected = 0
@@ -108,14 +110,28 @@ def sdp_response(answer: str, location: str, resource_id: str, settings: ServerS
     return response
 
 
-async def trickle(request: web.Request, pc: RTCPeerConnection, resource_id: str) -> web.Response:
-    """Apply a trickle-ICE SDP fragment (RFC 8840) to ``pc``; 422 for an ICE restart."""
+class CandidateBudget:
+    """Remote ICE candidates one session or viewer may still add (the node probes each one)."""
+
+    def __init__(self, limit: int, taken: int = 0) -> None:
+        self.limit = limit
+        self.taken = taken
+
+
+async def trickle(
+    request: web.Request, pc: RTCPeerConnection, resource_id: str, budget: CandidateBudget
+) -> web.Response:
+    """Apply a trickle-ICE SDP fragment (RFC 8840) to ``pc``; 422 for an ICE restart, 400 past the budget."""
     if_match = request.headers.get("If-Match")
     if if_match not in (None, "*", f'"{resource_id}"'):
         raise SessionError(412, "precondition_failed", "If-Match does not name this resource")
     fragment = await read_sdp(request, SDPFRAG)
     state = request.app[STATE]
     ufrag = ice_ufrag(fragment)
+    counted = candidate_count(fragment)
+    if budget.taken + counted > budget.limit:
+        raise SessionError(400, "too_many_candidates", f"at most {budget.limit} ICE candidates per session")
+    budget.taken += counted
     if if_match == "*" or (ufrag is not None and ufrag != state.ufrags.get(resource_id, ufrag)):
         raise SessionError(422, "ice_restart_unsupported", "ICE restarts are not supported; start a new session")
     mid: str | None = None
@@ -146,43 +162,51 @@ async def options(request: web.Request) -> web.Response:
 
 # -- WHIP ----------------------------------------------------------------------------
 async def whip_post(request: web.Request) -> web.Response:
-
+    """A WHIP sender opens a session; its session token comes back in ``Streamai-Session-Token``."""
+    request.app[ACCESS].require_api(request)
     sdp = await read_sdp(request)
     library = request.app[LIBRARY]
     config = library.get(request.match_info["pipeline"])
     if config is None:
         offered = ", ".join(sorted(library.pipelines))
         raise SessionError(404, "unknown_pipeline", f"unknown pipeline; offered: {offered}")
-    session, answer = await request.app[SESSIONS].create(
+    check_region(request, config)
+    new = await request.app[SESSIONS].create(
         config, sdp, "offer", query_params(request), client=request.get(CLIENT), token=bearer_token(request)
     )
+    session = new.session
+    state = request.app[STATE]
     ufrag = ice_ufrag(sdp)
     if ufrag:
-        request.app[STATE].ufrags[session.id] = ufrag
-    response = sdp_response(answer, f"/whip/sessions/{session.id}", session.id, request.app[SETTINGS])
+        state.ufrags[session.id] = ufrag
+        session.on_close(lambda: state.ufrags.pop(session.id, None))
+    state.candidates[session.id] = CandidateBudget(request.app[SETTINGS].max_ice_candidates, session.candidates)
+    session.on_close(lambda: state.candidates.pop(session.id, None))
+    response = sdp_response(new.answer, f"/whip/sessions/{session.id}", session.id, request.app[SETTINGS])
     response.headers.add("Link", f'</v1/sessions/{session.id}/events>; rel="urn:streamai:events"')
     response.headers.add("Link", f'</whep/{session.id}>; rel="urn:streamai:whep"')
+    response.headers["Streamai-Session-Token"] = new.token
+    response.headers["Streamai-Viewer-Token"] = new.viewer_token
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _session(request: web.Request, key: str = "id") -> Session:
-
-    session = request.app[SESSIONS].get(request.match_info[key])
-    if session is None:
-        raise SessionError(404, "unknown_session", "no such session")
-    return session
+def _session(request: web.Request, key: str = "id", *, viewer: bool = False) -> Session:
+    return request.app[ACCESS].session(request, request.app[SESSIONS], request.match_info[key], viewer=viewer)
 
 
 async def whip_delete(request: web.Request) -> web.Response:
     session = _session(request)
-    request.app[STATE].ufrags.pop(session.id, None)
     await session.close("WHIP client deleted the session")
     return web.Response(status=200)
 
 
 async def whip_patch(request: web.Request) -> web.Response:
     session = _session(request)
-    return await trickle(request, session.pc, session.id)
+    budget = request.app[STATE].candidates.setdefault(
+        session.id, CandidateBudget(request.app[SETTINGS].max_ice_candidates, session.candidates)
+    )
+    return await trickle(request, session.pc, session.id, budget)
 
 
 # -- WHEP ----------------------------------------------------------------------------
@@ -314,9 +338,9 @@ def _broadcast_for(app: web.Application, session: Session) -> Broadcast:
 
 async def whep_post(request: web.Request) -> web.Response:
 
+    session = _session(request, "session_id", viewer=True)
     offer = await read_sdp(request)
-    session = _session(request, "session_id")
-    sdp = check_sdp(offer)
+    sdp = check_sdp(offer, request.app[SETTINGS].max_ice_candidates)
     settings = request.app[SETTINGS]
     state = request.app[STATE]
     if session.state == "closed":
@@ -332,6 +356,7 @@ async def whep_post(request: web.Request) -> web.Response:
     def closed(viewer: Viewer) -> None:
         session.viewers.pop(viewer.id, None)
         state.ufrags.pop(viewer.id, None)
+        state.candidates.pop(viewer.id, None)
 
     viewer = Viewer(session, broadcast, settings, closed)
     session.viewers[viewer.id] = viewer  # counted at once, so concurrent offers respect max_viewers
@@ -344,11 +369,12 @@ async def whep_post(request: web.Request) -> web.Response:
     ufrag = ice_ufrag(sdp)
     if ufrag:
         state.ufrags[viewer.id] = ufrag
+    state.candidates[viewer.id] = CandidateBudget(settings.max_ice_candidates, candidate_count(sdp))
     return sdp_response(answer, f"/whep/{session.id}/viewers/{viewer.id}", viewer.id, settings)
 
 
 def _viewer(request: web.Request) -> Viewer:
-    session = _session(request, "session_id")
+    session = _session(request, "session_id", viewer=True)
     viewer = session.viewers.get(request.match_info["viewer_id"])
     if viewer is None:
         raise SessionError(404, "unknown_viewer", "no such viewer")
@@ -375,7 +401,10 @@ async def whep_delete(request: web.Request) -> web.Response:
 
 async def whep_patch(request: web.Request) -> web.Response:
     viewer = _viewer(request)
-    return await trickle(request, viewer.pc, viewer.id)
+    budget = request.app[STATE].candidates.setdefault(
+        viewer.id, CandidateBudget(request.app[SETTINGS].max_ice_candidates)
+    )
+    return await trickle(request, viewer.pc, viewer.id, budget)
 
 
 def add_routes(app: web.Application) -> None:

@@ -59,6 +59,7 @@ class Asr(Stage):
     consumes = frozenset({FrameKind.AUDIO})
     emits = frozenset({FrameKind.TEXT})
     Params = AsrParams
+    client_settable = frozenset({"partials"})
     admission = "stream"
 
     def __init__(self, params: AsrParams, context: Any) -> None:

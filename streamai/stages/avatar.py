@@ -57,6 +57,7 @@ class AvatarDiffusion(Stage):
     consumes = frozenset({K.VIDEO})
     emits = frozenset({K.VIDEO})
     Params = AvatarParams
+    client_settable = frozenset({"prompt", "negative_prompt", "strength", "seed", "steps", "guidance_scale"})
 
     async def start(self) -> None:
         p = self.params

@@ -40,6 +40,7 @@ class Composite(Stage):
     consumes = frozenset({K.VIDEO})
     emits = frozenset({K.VIDEO})
     Params = CompositeParams
+    client_settable = frozenset({"mode", "shape", "feather"})
 
     async def start(self) -> None:
         import cv2

@@ -19,6 +19,7 @@ class Echo(Stage):
     consumes = frozenset({FrameKind.AUDIO})
     emits = frozenset({FrameKind.AUDIO})
     Params = EchoParams
+    client_settable = frozenset({"gain"})
     admission = "stream"
 
     async def process(self, frame: Frame) -> None:

@@ -21,6 +21,7 @@ class Tone(Stage):
     consumes = frozenset({FrameKind.AUDIO})
     emits = frozenset({FrameKind.AUDIO})
     Params = ToneParams
+    client_settable = frozenset({"frequency_hz", "level"})
     admission = "stream"
 
     def __init__(self, params: ToneParams, context) -> None:  # type: ignore[no-untyped-def]

@@ -44,6 +44,7 @@ class Translate(Stage):
     consumes = frozenset({FrameKind.TEXT})
     emits = frozenset({FrameKind.TEXT})
     Params = TranslateParams
+    client_settable = frozenset({"target"})
 
     def __init__(self, params: TranslateParams, context: Any) -> None:
         super().__init__(params, context)

@@ -130,6 +130,7 @@ class Tts(Stage):
     consumes = frozenset({FrameKind.TEXT})
     emits = frozenset({FrameKind.AUDIO, FrameKind.CONTROL})
     Params = TtsParams
+    client_settable = frozenset({"length_scale"})
 
     def __init__(self, params: TtsParams, context: Any) -> None:
         super().__init__(params, context)

@@ -57,6 +57,7 @@ class Vad(Stage):
     consumes = frozenset({FrameKind.AUDIO})
     emits = frozenset({FrameKind.AUDIO, FrameKind.CONTROL})
     Params = VadParams
+    client_settable = frozenset({"threshold", "silence_ms"})
     admission = "stream"
 
     def __init__(self, params: VadParams, context: Any) -> None:

@@ -38,6 +38,7 @@ class VideoTransform(Stage):
     consumes = frozenset({K.VIDEO})
     emits = frozenset({K.VIDEO})
     Params = VideoTransformParams
+    client_settable = frozenset({"effect"})
 
     async def process(self, frame: Frame) -> None:
         assert isinstance(frame, VideoFrame)

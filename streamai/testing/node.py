@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from ..server.app import create_app
+from ..fleet.node import create_fleet_node
 from ..server.settings import ServerSettings
 from ..stage import StageRegistry
 
@@ -18,7 +18,7 @@ async def running_node(
 ) -> AsyncIterator[tuple[str, web.Application]]:
     """Serve a node on 127.0.0.1 (a free port unless set); yields its base URL and app."""
     settings = settings or ServerSettings(port=0, ice_loopback=True)
-    async with running_app(create_app(settings, registry), settings.port) as served:
+    async with running_app(create_fleet_node(settings, registry), settings.port) as served:
         yield served
 
 

@@ -248,6 +248,15 @@ class Probe:
         auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return {**self.extra_headers, **auth}
 
+    @property
+    def session_token(self) -> str | None:
+        """The session's own capability from the node's answer (it reads and steers this session only)."""
+        return self.answer.get("session_token")
+
+    def session_headers(self) -> dict[str, str]:
+        """``Authorization`` for this session's own endpoints (summary, events, DELETE)."""
+        return {"Authorization": f"Bearer {self.session_token}"} if self.session_token else {}
+
     async def connect(self, http: aiohttp.ClientSession) -> None:
         self.pc = pc = RTCPeerConnection(rtc_configuration([]))
         self.channel = pc.createDataChannel("events")
@@ -356,7 +365,8 @@ class Probe:
     async def close(self, http: aiohttp.ClientSession | None = None, delete: bool = True) -> None:
         if delete and http is not None and self.report.session_id:
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.delete(f"{self.url}/v1/sessions/{self.report.session_id}", headers=self._headers()):
+                url = f"{self.url}/v1/sessions/{self.report.session_id}"
+                async with http.delete(url, headers=self.session_headers()):
                     pass
         for task in self._tasks:
             task.cancel()

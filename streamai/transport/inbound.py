@@ -26,6 +26,7 @@ class InboundCounters:
 
     frames: int = 0
     skipped: int = 0
+    oversized: int = 0  # video frames over the size limit, never converted
     last_at: float = 0.0
 
 
@@ -61,13 +62,29 @@ def take_newest(track: MediaStreamTrack, frame: av.VideoFrame, counters: Inbound
     return frame
 
 
-async def consume_track(track: MediaStreamTrack, submit: Callable[[Frame], None], counters: InboundCounters) -> None:
-    """Read ``track`` until it ends, submitting each frame (the newest, for video)."""
+async def consume_track(
+    track: MediaStreamTrack,
+    submit: Callable[[Frame], None],
+    counters: InboundCounters,
+    max_pixels: int | None = None,
+    on_oversized: Callable[[int, int], None] | None = None,
+) -> None:
+    """Read ``track`` until it ends, submitting each frame (the newest, for video).
+
+    Video frames of more than ``max_pixels`` are counted and skipped before conversion
+    (a peer may send 8K; no pipeline should pay for it); ``on_oversized`` hears of each.
+    """
     try:
         while True:
             frame = await track.recv()
             if track.kind == "video":
                 frame = take_newest(track, frame, counters)
+                if max_pixels is not None and frame.width * frame.height > max_pixels:
+                    counters.oversized += 1
+                    counters.last_at = now()  # the peer is alive, only too large
+                    if on_oversized is not None:
+                        on_oversized(frame.width, frame.height)
+                    continue
                 captured = now()
                 converted: Frame = video_to_frame(frame, captured)
             else:

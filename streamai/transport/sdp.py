@@ -23,3 +23,8 @@ def ice_ufrag(sdp: str) -> str | None:
             ufrag = line.split(":", 1)[1].strip()
             return ufrag if 4 <= len(ufrag) <= MAX_UFRAG else None
     return None
+
+
+def candidate_count(sdp: str) -> int:
+    """How many ICE candidates (``a=candidate:`` lines) ``sdp`` or a trickle fragment carries."""
+    return sum(1 for line in sdp.splitlines() if line.startswith("a=candidate:"))

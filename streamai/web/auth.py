@@ -31,3 +31,17 @@ def same_secret(given: str | None, expected: str | None) -> bool:
     if given is None or expected is None:
         return False
     return hmac.compare_digest(given.encode("ascii", "replace"), expected.encode("utf-8"))
+
+
+WEBSOCKET_TOKEN_PREFIX = "streamai.bearer."  # a browser cannot set headers on a WebSocket: it offers this subprotocol
+WEBSOCKET_PROTOCOL = "streamai.v1"  # the subprotocol the server answers with (never the one holding the token)
+
+
+def websocket_token(request: web.Request) -> str | None:
+    """The token offered as ``Sec-WebSocket-Protocol: streamai.v1, streamai.bearer.<token>``, or None."""
+    for header in request.headers.getall("Sec-WebSocket-Protocol", []):
+        for offered in header.split(","):
+            offered = offered.strip()
+            if offered.startswith(WEBSOCKET_TOKEN_PREFIX):
+                return clean_token(offered[len(WEBSOCKET_TOKEN_PREFIX) :])
+    return None

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from prometheus_client.core import CounterMetricFamily, Metric
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import ClientError
 from ..ratelimit import TokenBucket
 from .auth import bearer_token
+from .clients import ClientAddresses, limit_key, parse_networks
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIGNALING_PREFIXES = ("/v1/", "/whip", "/whep")
@@ -33,11 +35,26 @@ class ProtectionSettings(BaseModel):
     requests_burst: int = Field(40, ge=1)
     sessions_per_min: float = Field(60, gt=0)  # session creations per client address
     sessions_burst: int = Field(20, ge=1)
-    max_sessions_per_client: int = Field(8, ge=1)  # concurrent, per client address
+    # concurrent, per client address (an IPv6 /64); None: half the node's capacity, so that one
+    # address can never fill a node on its own
+    max_sessions_per_client: int | None = Field(None, ge=1)
     max_sessions_per_token: int = Field(16, ge=1)  # concurrent, per API token
     body_timeout_s: float = Field(10, gt=0)  # a client must send its whole body within this
-    trust_forwarded_for: bool = False  # take the client address from X-Forwarded-For (behind a proxy)
+    # proxies in front of this server (CIDRs): only from them is X-Forwarded-For believed, read from the right
+    trusted_proxies: list[str] = Field(default_factory=list)
     tracked_clients: int = Field(10_000, ge=100)  # bounded memory for per-client buckets
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
+
+    def sessions_per_client(self, capacity: int | None) -> int | None:
+        """The per-address cap in force for a server of ``capacity`` sessions (None: no cap)."""
+        if self.max_sessions_per_client is not None:
+            return self.max_sessions_per_client
+        return max(1, capacity // 2) if capacity else None
 
 
 class Refused(ClientError):
@@ -55,18 +72,17 @@ class Refused(ClientError):
 class EntryGuard:
     """The limits' state: buckets per client (LRU-bounded) and refusal counters."""
 
-    def __init__(self, settings: ProtectionSettings) -> None:
+    def __init__(self, settings: ProtectionSettings, capacity: int | None = None) -> None:
         self.settings = settings
+        self.max_per_client = settings.sessions_per_client(capacity)
+        self.addresses = ClientAddresses(settings.trusted_proxies)
         self.refusals: Counter[str] = Counter()
         self._requests: OrderedDict[str, TokenBucket] = OrderedDict()
         self._sessions: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def client_of(self, request: web.Request) -> str:
-        if self.settings.trust_forwarded_for:
-            forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
-            if forwarded:
-                return forwarded
-        return request.remote or "unknown"
+        """The client's address (behind trusted proxies only)."""
+        return self.addresses.address_of(request)
 
     def _bucket(self, table: OrderedDict[str, TokenBucket], key: str, rate: float, burst: int) -> TokenBucket:
         bucket = table.get(key)
@@ -80,30 +96,30 @@ class EntryGuard:
 
     def check_request(self, client: str) -> None:
         s = self.settings
-        if not self._bucket(self._requests, client, s.requests_per_s, s.requests_burst).take():
+        if not self._bucket(self._requests, limit_key(client), s.requests_per_s, s.requests_burst).take():
             raise Refused(429, "request_rate", "too many signaling requests from this address", 1 / s.requests_per_s)
 
     def check_session(self, client: str, token: str | None, open_by_client: int, open_by_token: int) -> None:
         s = self.settings
-        if open_by_client >= s.max_sessions_per_client:
-            raise Refused(429, "client_sessions", f"at most {s.max_sessions_per_client} sessions per address", 5)
+        if self.max_per_client is not None and open_by_client >= self.max_per_client:
+            raise Refused(429, "client_sessions", f"at most {self.max_per_client} sessions per address", 5)
         if token is not None and open_by_token >= s.max_sessions_per_token:
             raise Refused(429, "token_sessions", f"at most {s.max_sessions_per_token} sessions per API token", 5)
         rate = s.sessions_per_min / 60
-        if not self._bucket(self._sessions, client, rate, s.sessions_burst).take():
+        if not self._bucket(self._sessions, limit_key(client), rate, s.sessions_burst).take():
             raise Refused(429, "session_rate", "too many new sessions from this address", 1 / rate)
 
     def refuse(self, exc: Refused) -> web.Response:
         self.refusals[exc.reason] += 1
         return exc.response()
 
-    def metrics_lines(self) -> list[str]:
-        lines = [
-            "# HELP streamai_refusals_total Requests refused at the entry point, by reason.",
-            "# TYPE streamai_refusals_total counter",
-        ]
-        lines += [f'streamai_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.refusals.items())]
-        return lines
+    def collect(self) -> Iterator[Metric]:
+        """``streamai_refusals_total`` by reason (prometheus_client collector protocol)."""
+        refusals = CounterMetricFamily("streamai_refusals", "Requests refused at the entry point, by reason.",
+                                       labels=["reason"])  # fmt: skip
+        for reason, count in sorted(self.refusals.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
 
 
 def creates_session(request: web.Request) -> bool:
@@ -114,20 +130,29 @@ def creates_session(request: web.Request) -> bool:
     return path == "/v1/sessions" or (path.startswith("/whip/") and not path.startswith("/whip/sessions/"))
 
 
-def guard_middleware(guard: EntryGuard, open_sessions: Callable[[str, str | None], tuple[int, int]]) -> Any:
-    """Rate limits on signaling, session caps on session creation; stores the client key on the request."""
+def guard_middleware(
+    guard: EntryGuard,
+    open_sessions: Callable[[str, str | None], tuple[int, int]],
+    client_of: Callable[[web.Request], str] | None = None,
+) -> Any:
+    """Rate limits on signaling, session caps on session creation; stores the client address on the request.
+
+    ``client_of`` decides who is asking (default: the socket peer, or ``X-Forwarded-For`` from
+    trusted proxies); a node behind the router passes one that believes the router's signed grant.
+    """
+    resolve = client_of or guard.client_of
 
     @web.middleware
     async def protect(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(SIGNALING_PREFIXES) or request.method == "OPTIONS":
             return await handler(request)
-        client = guard.client_of(request)
+        client = resolve(request)
         request[CLIENT] = client
         try:
             guard.check_request(client)
             if creates_session(request):
                 token = bearer_token(request)
-                by_client, by_token = open_sessions(client, token)
+                by_client, by_token = open_sessions(limit_key(client), token)
                 guard.check_session(client, token, by_client, by_token)
         except Refused as exc:
             return guard.refuse(exc)
