@@ -24,6 +24,7 @@ from streamai.server.settings import ServerSettings
 from streamai.testing.peer import BarcodeVideoTrack, Probe
 
 TOKEN = "tok-9f8e7d6c5b4a-never-log-me"
+JSON = {"Content-Type": "application/json"}
 
 
 @asynccontextmanager
@@ -45,19 +46,22 @@ async def test_the_bearer_token_never_appears_in_log_output(caplog: pytest.LogCa
     settings = ServerSettings(port=0, ice_loopback=True, token=TOKEN)
     async with logged_node(settings) as url, aiohttp.ClientSession() as http:
         good = {"Authorization": f"Bearer {TOKEN}"}
-        async with http.get(f"{url}/v1/sessions", headers={"Authorization": f"Bearer {TOKEN}x"}) as response:
+        async with http.get(f"{url}/v1/pipelines", headers={"Authorization": f"Bearer {TOKEN}x"}) as response:
             assert response.status == 401
-        async with http.get(f"{url}/v1/sessions", params={"token": TOKEN[:-1]}) as response:
-            assert response.status == 401
+        async with http.get(f"{url}/v1/pipelines", params={"token": TOKEN}) as response:
+            assert response.status == 401  # a token in the URL is never accepted (it would land in logs)
         probe = Probe(url, "transform", video=BarcodeVideoTrack(160, 120, 10), token=TOKEN)
         await probe.connect(http)
-        async with http.ws_connect(f"{url}/v1/sessions/{probe.report.session_id}/events?token={TOKEN}") as ws:
+        protocols = ("streamai.v1", f"streamai.bearer.{probe.session_token}")  # how a browser sends it
+        events = f"{url}/v1/sessions/{probe.report.session_id}/events"
+        async with http.ws_connect(events, protocols=protocols) as ws:
+            assert ws.protocol == "streamai.v1"  # the answer never echoes the token
             await ws.send_str("not json")
             await ws.send_json({"type": "ping", "t": 1})
             for _ in range(10):
                 if (await ws.receive_json(timeout=5)).get("type") == "pong":
                     break
-        async with http.post(f"{url}/v1/sessions", data=b"{broken", headers=good) as response:
+        async with http.post(f"{url}/v1/sessions", data=b"{broken", headers={**good, **JSON}) as response:
             assert response.status == 400
         await asyncio.sleep(0.3)
         await probe.close(http)
@@ -65,6 +69,7 @@ async def test_the_bearer_token_never_appears_in_log_output(caplog: pytest.LogCa
     assert "aiohttp.access" in {r.name for r in caplog.records}  # the access log really was on
     assert TOKEN not in text
     assert TOKEN[:-1] not in text  # nor a wrong guess at it
+    assert probe.session_token is not None and probe.session_token not in text
 
 
 def test_settings_repr_hides_the_token() -> None:
@@ -124,11 +129,11 @@ def test_streamai_serve_binds_loopback_by_default_and_keeps_the_token_out_of_its
         async def traffic() -> None:
             async with aiohttp.ClientSession() as http:
                 url = f"http://127.0.0.1:{port}"
-                async with http.get(f"{url}/v1/sessions", params={"token": TOKEN}) as response:
+                async with http.get(f"{url}/v1/pipelines", params={"token": TOKEN}) as response:
+                    assert response.status == 401
+                async with http.get(f"{url}/v1/pipelines", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
                     assert response.status == 200
-                async with http.get(f"{url}/v1/sessions", headers={"Authorization": f"Bearer {TOKEN}"}) as response:
-                    assert response.status == 200
-                async with http.get(f"{url}/v1/sessions", headers={"Authorization": "Bearer nope"}) as response:
+                async with http.get(f"{url}/v1/pipelines", headers={"Authorization": "Bearer nope"}) as response:
                     assert response.status == 401
 
         asyncio.run(traffic())

@@ -14,6 +14,7 @@ from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.transport.relay import Broadcast, EncodedPacket
+from streamai.web.protection import ProtectionSettings
 
 SDP = {"Content-Type": "application/sdp"}
 
@@ -27,7 +28,8 @@ async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-unty
 
 
 async def test_whip_status_codes() -> None:
-    settings = ServerSettings(port=0, ice_loopback=True, max_sessions=1, max_viewers=1)
+    protection = ProtectionSettings(max_sessions_per_client=5)  # this test is about the node's capacity
+    settings = ServerSettings(port=0, ice_loopback=True, max_sessions=1, max_viewers=1, protection=protection)
     async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
         async with http.post(f"{url}/whip/transform", data="v=0\r\n", headers={"Content-Type": "text/plain"}) as r:
             assert r.status == 415
@@ -55,37 +57,45 @@ async def test_whip_status_codes() -> None:
             assert r.status == 503 and int(r.headers["Retry-After"]) >= 1
 
         # WHEP: unknown session 404, wrong type 415, max_viewers 503, DELETE 200 then 404
+        watch = {"Authorization": f"Bearer {publisher.viewer_token}"}
         async with http.post(f"{url}/whep/nope", data=b"v=0\r\n", headers=SDP) as r:
-            assert r.status == 404
+            assert r.status == 401  # no credential
+        async with http.post(f"{url}/whep/nope", data=b"v=0\r\n", headers={**SDP, **watch}) as r:
+            assert r.status == 403  # a viewer token of another session: nothing about 'nope' leaks
         whep = f"{url}/whep/{publisher.session_id}"
-        async with http.post(whep, data=b"v=0\r\n", headers={"Content-Type": "application/json"}) as r:
+        async with http.post(whep, data=b"v=0\r\n", headers={"Content-Type": "application/json", **watch}) as r:
             assert r.status == 415
-        viewer = WhepViewer(whep, decode=False)
+        viewer = WhepViewer(whep, decode=False, token=publisher.viewer_token)
         await viewer.start(http)
-        extra = WhepViewer(whep, decode=False)
+        extra = WhepViewer(whep, decode=False, token=publisher.viewer_token)
         with pytest.raises(Exception) as too_many:
             await extra.start(http)
         assert getattr(too_many.value, "status", None) == 503
         await extra.stop()
-        async with http.get(f"{url}/v1/sessions") as r:
-            assert (await r.json())["sessions"][0]["viewers"] == 1
-        async with http.delete(viewer.resource) as r:
+        own = {"Authorization": f"Bearer {publisher.session_token}"}
+        async with http.get(f"{url}/v1/sessions/{publisher.session_id}", headers=own) as r:
+            assert (await r.json())["viewers"] == 1
+        async with http.get(f"{url}/v1/sessions/{publisher.session_id}", headers=watch) as r:
+            assert r.status == 403  # the viewer token watches, nothing else
+        async with http.delete(viewer.resource, headers=watch) as r:
             assert r.status == 200
-        async with http.delete(viewer.resource) as r:
+        async with http.delete(viewer.resource, headers=watch) as r:
             assert r.status == 404
         await viewer.stop()
 
         # PATCH: ICE restart refused (422), a stale ETag refused (412)
         frag = "a=ice-ufrag:new1\r\na=ice-pwd:newpasswordnewpassword12\r\na=mid:0\r\n"
-        headers = {"Content-Type": "application/trickle-ice-sdpfrag"}
+        headers = {"Content-Type": "application/trickle-ice-sdpfrag", **own}
         async with http.patch(publisher.resource, data=frag, headers=headers) as r:
             assert r.status == 422
         async with http.patch(publisher.resource, data=frag, headers={**headers, "If-Match": '"other"'}) as r:
             assert r.status == 412
 
-        async with http.delete(publisher.resource) as r:
+        async with http.delete(publisher.resource, headers=watch) as r:
+            assert r.status == 403
+        async with http.delete(publisher.resource, headers=own) as r:
             assert r.status == 200
-        async with http.delete(publisher.resource) as r:
+        async with http.delete(publisher.resource, headers=own) as r:
             assert r.status == 404
         assert not app[SESSIONS].sessions
         await publisher.stop()
@@ -103,7 +113,9 @@ async def test_whip_requires_the_bearer_token_when_configured() -> None:
         assert app[SESSIONS].get(publisher.session_id) is not None
         async with http.delete(publisher.resource) as r:
             assert r.status == 401
-        await publisher.stop(http)
+        async with http.delete(publisher.resource, headers={"Authorization": "Bearer s3cret"}) as r:
+            assert r.status == 403  # the API token opens sessions; it does not end them
+        await publisher.stop(http)  # with the session token from the answer
         assert not app[SESSIONS].sessions
 
 
@@ -116,16 +128,17 @@ async def test_whip_ingest_h264_and_trickle_then_whep_fan_out(codecs: list[str],
         assert session is not None
         sent_at = publisher.video.sent_at
         viewers = [
-            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at),
-            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, decode=False),
-            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, video_codecs=["video/H264"]),
+            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, token=publisher.viewer_token),
+            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, decode=False, token=publisher.viewer_token),
+            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, video_codecs=["video/H264"],
+                       token=publisher.viewer_token),
         ]
         for viewer in viewers:
             await viewer.start(http)
         assert await wait_until(lambda: all(v.received > 30 for v in viewers), 15)
         assert session.summary()["viewers"] == 3
         async with http.get(f"{url}/metrics") as r:
-            assert 'streamai_viewers{pipeline="transform"} 3' in await r.text()
+            assert 'streamai_viewers{pipeline="transform"} 3.0' in await r.text()
         # processed output: the barcode reads inverted on the VP8 and the H.264 viewer
         assert viewers[0].inverted > 10 and viewers[2].inverted > 10
         assert viewers[0].audio_frames > 0
@@ -145,7 +158,7 @@ async def test_whip_ingest_h264_and_trickle_then_whep_fan_out(codecs: list[str],
         for viewer in (viewers[0], viewers[2]):
             await viewer.stop()
         if trickle:
-            assert await patch_candidates(http, publisher.resource, "a=mid:0\r\n", None) == 404
+            assert await patch_candidates(http, publisher.resource, "a=mid:0\r\n", publisher.session_token) == 404
 
 
 async def test_offer_with_candidates_is_answered_for_non_trickle_clients() -> None:

@@ -64,8 +64,18 @@ def strip_candidates(sdp: str) -> str:
     )
 
 
-async def post_sdp(http: aiohttp.ClientSession, url: str, sdp: str, token: str | None = None) -> tuple[str, str]:
-    """POST an offer; returns (answer SDP, absolute resource URL)."""
+@dataclass
+class SdpAnswer:
+    """A WHIP/WHEP answer: the SDP, the resource URL, and the capabilities a WHIP answer carries."""
+
+    sdp: str
+    resource: str
+    session_token: str | None = None
+    viewer_token: str | None = None
+
+
+async def post_sdp(http: aiohttp.ClientSession, url: str, sdp: str, token: str | None = None) -> SdpAnswer:
+    """POST an offer; returns the answer, the absolute resource URL and any session tokens."""
     headers = {"Content-Type": SDP}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -73,7 +83,12 @@ async def post_sdp(http: aiohttp.ClientSession, url: str, sdp: str, token: str |
         body = await response.text()
         if response.status != 201:
             raise WhipError(response.status, body)
-        return body, str(response.url.join(aiohttp.client.URL(response.headers["Location"])))
+        return SdpAnswer(
+            body,
+            str(response.url.join(aiohttp.client.URL(response.headers["Location"]))),
+            response.headers.get("Streamai-Session-Token"),
+            response.headers.get("Streamai-Viewer-Token"),
+        )
 
 
 @dataclass
@@ -81,11 +96,13 @@ class WhipPublisher:
     """A Python WHIP client sending a barcoded test pattern and marker tone."""
 
     url: str  # e.g. http://127.0.0.1:8080/whip/transform?prompt=x
-    token: str | None = None
+    token: str | None = None  # the node's API token, if it has one
     video_codecs: list[str] | None = None
     trickle: bool = False  # send the offer without candidates, then PATCH them
     video: BarcodeVideoTrack = field(default_factory=BarcodeVideoTrack)
     resource: str = ""
+    session_token: str | None = None  # from the answer: DELETE, PATCH, events of this session
+    viewer_token: str | None = None  # from the answer: what a WHEP viewer of this session needs
     pc: RTCPeerConnection | None = None
 
     async def start(self, http: aiohttp.ClientSession) -> None:
@@ -97,10 +114,12 @@ class WhipPublisher:
         await pc.setLocalDescription(await pc.createOffer())
         offer = pc.localDescription.sdp
         body = strip_candidates(offer) if self.trickle else offer
-        answer, self.resource = await post_sdp(http, self.url, body, self.token)
+        answer = await post_sdp(http, self.url, body, self.token)
+        self.resource = answer.resource
+        self.session_token, self.viewer_token = answer.session_token, answer.viewer_token
         if self.trickle:
-            await patch_candidates(http, self.resource, offer, self.token)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            await patch_candidates(http, self.resource, offer, self.session_token)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
 
     @property
     def session_id(self) -> str:
@@ -109,7 +128,7 @@ class WhipPublisher:
     async def stop(self, http: aiohttp.ClientSession | None = None) -> None:
         if http is not None and self.resource:
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.delete(self.resource, headers=_auth(self.token)):
+                async with http.delete(self.resource, headers=_auth(self.session_token)):
                     pass
         if self.pc is not None:
             await self.pc.close()
@@ -159,7 +178,7 @@ class WhepViewer:
 
     url: str  # e.g. http://127.0.0.1:8080/whep/<session id>
     sent_at: dict[int, float] = field(default_factory=dict)
-    token: str | None = None
+    token: str | None = None  # the session's viewer token (or its session token)
     video_codecs: list[str] | None = None
     decode: bool = True  # decode and read barcodes; False: only count encoded frames (a cheap load viewer)
     frames: int = 0
@@ -180,8 +199,9 @@ class WhepViewer:
             prefer_codecs(pc, "video", self.video_codecs)
         pc.on("track", self._on_track)
         await pc.setLocalDescription(await pc.createOffer())
-        answer, self.resource = await post_sdp(http, self.url, pc.localDescription.sdp, self.token)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        answer = await post_sdp(http, self.url, pc.localDescription.sdp, self.token)
+        self.resource = answer.resource
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
         if not self.decode:
             for transceiver in pc.getTransceivers():
                 receiver = transceiver.receiver
@@ -314,6 +334,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         viewer = WhepViewer(
                             f"{base}/whep/{publisher.session_id}",
                             sent_at=publisher.video.sent_at,
+                            token=publisher.viewer_token,
                             decode=len(viewers) < args.probes,
                         )
                         await viewer.start(http)
@@ -342,7 +363,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     }
                     steps.append(step)
                     print(step, file=sys.stderr, flush=True)
-                async with http.get(f"{base}/v1/sessions/{publisher.session_id}") as response:
+                session_url = f"{base}/v1/sessions/{publisher.session_id}"
+                async with http.get(session_url, headers=_auth(publisher.session_token)) as response:
                     session = await response.json()
             finally:
                 for viewer in viewers:
