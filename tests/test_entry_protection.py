@@ -16,6 +16,8 @@ from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
 from streamai.transport.ice import rtc_configuration
 from streamai.web.protection import ProtectionSettings
 
+JSON = {"Content-Type": "application/json"}
+
 
 def settings(**protection: object) -> ServerSettings:
     return ServerSettings(port=0, ice_loopback=True, protection=ProtectionSettings(**protection))
@@ -29,7 +31,7 @@ async def test_a_burst_from_one_address_is_limited_while_another_address_is_serv
             body = json.dumps({"pipeline": "transform", "sdp": "v=0 not really"})
 
             async def one() -> None:
-                async with flood.post(f"{url}/v1/sessions", data=body) as response:
+                async with flood.post(f"{url}/v1/sessions", data=body, headers=JSON) as response:
                     statuses.append(response.status)
                     if response.status == 429:
                         assert int(response.headers["Retry-After"]) >= 1

@@ -20,6 +20,8 @@ from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
 from streamai.web.protection import ProtectionSettings
 
+JSON = {"Content-Type": "application/json"}
+
 DEFAULTS = ServerSettings()
 
 
@@ -190,10 +192,10 @@ async def test_request_body_default_256_kib() -> None:
 
         at_limit, over = body(256 * 1024), body(256 * 1024 + 1)
         assert (len(at_limit), len(over)) == (262144, 262145)
-        async with http.post(f"{url}/v1/sessions", data=at_limit) as response:
+        async with http.post(f"{url}/v1/sessions", data=at_limit, headers=JSON) as response:
             answer = await response.json()
             assert (response.status, answer["error"]["code"]) == (400, "bad_sdp")  # read in full, then judged
-        async with http.post(f"{url}/v1/sessions", data=over) as response:
+        async with http.post(f"{url}/v1/sessions", data=over, headers=JSON) as response:
             answer = await response.json()
             assert (response.status, answer["error"]["code"]) == (413, "too_large")
         assert not app[SESSIONS].sessions and app[SESSIONS].pending == 0

@@ -14,6 +14,8 @@ from streamai.testing.node import running_node
 from streamai.web.protection import ProtectionSettings
 from tests.test_node_scale_to_zero import free_port, running_router
 
+JSON = {"Content-Type": "application/json"}
+
 
 async def test_router_lists_the_fleets_models_with_their_regions() -> None:
     async with running_router(FleetConfig(heartbeat_interval_s=0.5)) as (router_url, _router):
@@ -45,7 +47,7 @@ async def test_router_limits_a_flood_and_a_slow_body() -> None:
             body = json.dumps({"pipeline": "transform", "sdp": "v=0"})
 
             async def one() -> None:
-                async with http.post(f"{router_url}/v1/sessions", data=body) as response:
+                async with http.post(f"{router_url}/v1/sessions", data=body, headers=JSON) as response:
                     statuses.append(response.status)
 
             await asyncio.gather(*(one() for _ in range(50)))

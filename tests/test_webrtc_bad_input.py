@@ -23,7 +23,7 @@ GOOD_OFFER_PREFIX = "v=0\r\n"
 
 async def post(http: aiohttp.ClientSession, url: str, body: object | bytes) -> tuple[int, dict, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with http.post(f"{url}/v1/sessions", data=data) as response:
+    async with http.post(f"{url}/v1/sessions", data=data, headers={"Content-Type": "application/json"}) as response:
         return response.status, await response.json(content_type=None), dict(response.headers)
 
 

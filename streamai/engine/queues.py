@@ -1,8 +1,10 @@
 """Bounded queues between stages, with an explicit policy per edge.
 
-``latest``: a mailbox holding at most one waiting media frame of each kind; a newer
-frame replaces the waiting one (counted as ``replaced``). ``fifo``: first in, first
-out with a bound; when full the oldest media frame is dropped (``overflow``).
+``latest``: a mailbox holding at most one waiting video frame; a newer one replaces
+it (counted as ``replaced``). Audio is a stream and is never replaced: in a ``latest``
+queue (a video stage the audio only passes) it waits in order like ``fifo``.
+``fifo``: first in, first out with a bound; when full the oldest media frame is
+dropped (``overflow``).
 Control and text frames are never replaced or dropped by either policy: they are
 few and they carry meaning (prompt changes, end of speech).
 """
@@ -14,7 +16,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-from ..frames import Frame
+from ..frames import Frame, FrameKind
 
 DropCallback = Callable[[Frame, str], None]
 
@@ -35,7 +37,7 @@ class StageQueue:
     def put(self, frame: Frame, at: float) -> None:
         """Enqueue ``frame`` (stamped with arrival time ``at``) under this queue's policy."""
         if frame.is_media:
-            if self.policy == "latest":
+            if self.policy == "latest" and frame.kind is FrameKind.VIDEO:
                 self._evict_same_kind(frame)
             elif len(self._items) >= self.bound:
                 self._evict_oldest_media()

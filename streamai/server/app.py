@@ -96,9 +96,9 @@ def same_site_middleware(settings: ServerSettings) -> Any:
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     settings = request.app[SETTINGS]
+    body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
     if request.content_type != "application/json":  # a cross-site form cannot send this without a preflight
         raise SessionError(415, "unsupported_media_type", "Content-Type must be application/json")
-    body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
