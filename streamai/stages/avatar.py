@@ -57,6 +57,7 @@ class AvatarDiffusion(Stage):
     consumes = frozenset({K.VIDEO})
     emits = frozenset({K.VIDEO})
     Params = AvatarParams
+    live_params = frozenset({"prompt"})  # the params message may change the prompt (see on_control)
 
     async def start(self) -> None:
         p = self.params
