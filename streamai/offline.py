@@ -35,7 +35,7 @@ from .config import PipelineConfig
 from .engine.runner import CollectingSink, PipelineRunner, split_session_params
 from .events import Event
 from .frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, VideoFrame, now
-from .media.resample import resample
+from .media.resample import StreamResampler
 from .media.source import MediaSource, Y4MSource
 from .media.wav import MediaFileError, write_wav
 from .media.y4m import Y4MWriter
@@ -124,8 +124,11 @@ def assemble_audio(
     channels = deliveries[0][1].channels
     pieces: list[tuple[int, np.ndarray]] = []
     cursor = 0
+    converter = StreamResampler(rate)  # frames at another rate: one stream, no clicks between them
     for at, frame in deliveries:
-        samples = resample(frame.samples, frame.sample_rate, rate)
+        samples = frame.samples
+        if frame.sample_rate != rate:
+            samples = converter(samples, frame.sample_rate).reshape(-1, 1)
         if samples.shape[1] != channels:
             mono = samples.astype(np.int32).mean(axis=1, keepdims=True).astype(np.int16)
             samples = np.repeat(mono, channels, axis=1)
