@@ -90,3 +90,14 @@ def test_a_hypothesis_that_changes_every_time_commits_nothing(commit: str) -> No
     for guess in ["I scream,", "ice cream,", "I scream,", "ice cream,"]:
         committed, tail = local_agreement(committed, tail, words(guess), commit=commit)  # type: ignore[arg-type]
     assert committed == [] and tail == words("ice cream,")
+
+
+def test_word_error_rate_counts_edits_over_normalized_words() -> None:
+    from streamai.speech.text import word_error_rate
+
+    reference = "The quick brown fox jumps over the lazy dog."
+    assert word_error_rate(reference, "the QUICK brown fox, jumps over the lazy dog") == 0  # case and punctuation
+    assert word_error_rate(reference, "The quick ground fog stump over the lazy dog.") == pytest.approx(3 / 9)
+    assert word_error_rate("a b c d", "a c d e f") == pytest.approx(3 / 4)  # 1 deletion + 2 insertions
+    assert word_error_rate("good-morning", "good morning") == 0
+    assert (word_error_rate("", ""), word_error_rate("", "x")) == (0.0, 1.0)

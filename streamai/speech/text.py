@@ -107,13 +107,10 @@ def normalize(text: str) -> list[str]:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over normalized words, divided by the reference length."""
+    """Word error rate (jiwer) over normalized words: lower case, no punctuation, hyphens split."""
+    import jiwer
+
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:
         return float(bool(hyp))
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1] / len(ref)
+    return float(jiwer.wer(" ".join(ref), " ".join(hyp)))
