@@ -77,3 +77,37 @@ async def test_interruption_stops_the_clause_at_once_and_drops_the_queued_ones(h
     await asyncio.sleep(1.0)
     await runner.stop()
     assert _audio_after_cut(_frames(runner)), "the utterance after the interruption was not spoken"
+
+
+async def test_speech_detected_by_the_vad_cuts_the_answer_through_the_pipeline() -> None:
+    """Barge-in end to end inside a pipeline: the VAD's own SPEECH_START (real Silero on espeak-ng
+    speech) reaches the TTS ahead of the clauses queued for it."""
+    from streamai.testing.speech import EspeakMissing, feed, utterance_clip
+
+    try:
+        clip = utterance_clip("excuse me, wait a moment", lead_s=0.2, trail_s=0.2)
+    except EspeakMissing as exc:
+        pytest.skip(str(exc))
+    registry = StageRegistry()
+    yaml = (
+        "name: t\nbudget_ms: 5000\nstages:\n  - {name: vad, type: vad, queue_size: 2000}\n"
+        "  - {name: tts, type: tts, admission: stream, params: {barge_in: true}}\n"
+    )
+    runner = PipelineRunner(parse_pipeline(yaml, "<test>", registry), registry, CollectingSink())
+    events: list[dict] = []
+    runner.events.on_event(events.append)
+    await runner.start()
+    await _speaking(runner)  # text passes the VAD (it consumes audio only) and queues at the TTS
+    await feed(runner, clip, speed=1.0)
+    await asyncio.sleep(1.0)
+    await runner.stop()
+    frames = _frames(runner)
+    vad_start = next(
+        i for i, f in enumerate(frames) if isinstance(f, ControlFrame) and f.control is ControlKind.SPEECH_START
+    )
+    spoken = [f for f in _audio_after_cut(frames) if f.sample_rate == 48000]  # (the VAD's 16 kHz speech passes on)
+    assert spoken == []
+    cut = next(i for i, f in enumerate(frames) if isinstance(f, ControlFrame) and f.control is ControlKind.INTERRUPTION)
+    assert cut < vad_start  # the interruption reached the output before the in-order SPEECH_START did
+    assert [e["reason"] for e in events if e["type"] == "interruption"] == ["barge_in"]
+    assert runner.stats.drops()["tts"]["interrupted"] >= 2

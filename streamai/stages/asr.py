@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, now
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, inherit_timing, now
 from ..speech.audio import StreamResampler
 from ..speech.engines.asr import ASR_ENGINES, Transcriber, TranscriptionOptions
 from ..speech.latency import tracker
@@ -178,7 +178,7 @@ class Asr(Stage):
             return
         out = TextFrame(text=text, final=False, language=self.p.language, utterance_id=self.utterance)
         out.stable_prefix = stable
-        out.capture_time, out.deadline = newest.capture_time, newest.deadline
+        inherit_timing(out, newest)
         # A late partial is skipped: the next supersedes it. Not one that commits words: only
         # the final would bring them, later, so skipping it would only delay their translation.
         if stable == self._last_stable and not self.can_make_it(out):
@@ -223,7 +223,7 @@ class Asr(Stage):
             out.capture_time = end.capture_time
             out.deadline = float(end.data.get("deadline", math.inf))
         elif self._newest is not None:
-            out.capture_time, out.deadline = self._newest.capture_time, self._newest.deadline
+            inherit_timing(out, self._newest)
         latency_ms = (now() - out.capture_time) * 1000
         self.emit_event(
             "transcript",

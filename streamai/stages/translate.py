@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..frames import Frame, FrameKind, TextFrame, now
+from ..frames import Frame, FrameKind, TextFrame, inherit_timing, now
 from ..speech.engines.mt import MT_ENGINES, TranslationOptions, Translator
 from ..speech.latency import tracker
 from ..speech.text import split_clauses, words
@@ -132,7 +132,7 @@ class Translate(Stage):
             utterance_id=frame.utterance_id,
             stable_prefix=" ".join(self._spoken),
         )
-        out.capture_time, out.deadline = frame.capture_time, frame.deadline
+        inherit_timing(out, frame)
         if translated:
             self._spoken.append(translated)
         fields: dict[str, Any] = {}
