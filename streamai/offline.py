@@ -23,7 +23,7 @@ import asyncio
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -35,10 +35,11 @@ from .config import PipelineConfig
 from .engine.runner import CollectingSink, PipelineRunner, split_session_params
 from .events import Event
 from .frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, VideoFrame, now
-from .media.resample import resample
+from .media.resample import StreamResampler
 from .media.source import MediaSource, Y4MSource
 from .media.wav import MediaFileError, write_wav
 from .media.y4m import Y4MWriter
+from .speech.captions import Caption, captions_from_events
 from .stage import StageRegistry
 
 OUTPUT_KINDS = {".wav": FrameKind.AUDIO, ".y4m": FrameKind.VIDEO}
@@ -57,6 +58,7 @@ class OfflineResult:
     written: list[str] = field(default_factory=list)
     drained: bool = True
     problems: list[str] = field(default_factory=list)
+    captions: list[Caption] = field(default_factory=list)  # speech pipelines: one an utterance
 
 
 def output_kind(path: str | Path) -> FrameKind:
@@ -124,8 +126,11 @@ def assemble_audio(
     channels = deliveries[0][1].channels
     pieces: list[tuple[int, np.ndarray]] = []
     cursor = 0
+    converter = StreamResampler(rate)  # frames at another rate: one stream, no clicks between them
     for at, frame in deliveries:
-        samples = resample(frame.samples, frame.sample_rate, rate)
+        samples = frame.samples
+        if frame.sample_rate != rate:
+            samples = converter(samples, frame.sample_rate).reshape(-1, 1)
         if samples.shape[1] != channels:
             mono = samples.astype(np.int32).mean(axis=1, keepdims=True).astype(np.int16)
             samples = np.repeat(mono, channels, axis=1)
@@ -178,16 +183,28 @@ async def run_offline(
     speed: float = 1.0,
     params: dict[str, Any] | None = None,
     drain_timeout: float = 10.0,
+    on_event: Callable[[float, Event], None] | None = None,
 ) -> OfflineResult:
-    """Run ``config`` over ``sources`` at ``speed`` x real time; write ``outputs``; return the report."""
+    """Run ``config`` over ``sources`` at ``speed`` x real time; write ``outputs``; return the report.
+
+    ``on_event(media_seconds, event)`` is called for every session event as it is emitted.
+    """
     if speed <= 0:
         raise OfflineError("--speed must be positive")
     kinds = {Path(p): output_kind(p) for p in outputs}
     sink = CollectingSink()
     session_params = split_session_params(params, config.stage_names()) if params else None
     runner = PipelineRunner(config, registry, sink, params=session_params)
-    events: list[Event] = []
-    unsubscribe = runner.events.on_event(events.append)
+    timed: list[tuple[float, Event]] = []  # (media seconds when emitted, event)
+    start = now()
+
+    def note(event: Event) -> None:
+        at = max(0.0, (now() - start) * speed)
+        timed.append((at, event))
+        if on_event is not None:
+            on_event(at, event)
+
+    unsubscribe = runner.events.on_event(note)
     await runner.start()
     start = now()
     try:
@@ -223,6 +240,8 @@ async def run_offline(
             continue
         result.written.append(str(path))
 
+    events = [event for _, event in timed]
+    result.captions = captions_from_events(timed)
     end_to_end = {
         kind.value: _quantiles_ms([at - f.capture_time for at, f in by_kind.get(kind, [])])
         for kind in (FrameKind.AUDIO, FrameKind.VIDEO)
@@ -254,8 +273,26 @@ async def run_offline(
             for at, f in by_kind.get(FrameKind.TEXT, [])
             if isinstance(f, TextFrame) and f.final
         ],
+        **_speech_text(timed),
+        "captions": [c.as_dict() for c in result.captions],
     }
     return result
+
+
+def _speech_text(timed: list[tuple[float, Event]]) -> dict[str, Any]:
+    """Final transcripts and translated clauses of a speech run, with media times (empty lists otherwise)."""
+    keep = ("utterance", "text", "language", "latency_ms")
+    transcripts = [
+        {"t_s": round(at, 3), **{k: e[k] for k in keep if k in e}}
+        for at, e in timed
+        if e.get("type") == "transcript" and e.get("final")
+    ]
+    translations = [
+        {"t_s": round(at, 3), "source": e.get("source"), "final": e.get("final"), **{k: e[k] for k in keep if k in e}}
+        for at, e in timed
+        if e.get("type") == "translation" and str(e.get("text", "")).strip()
+    ]
+    return {"transcripts": transcripts, "translations": translations}
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -62,6 +62,9 @@ class Stage:
     # Params a pipeline may let clients set (client_params in its YAML): never paths, engines,
     # devices, thread counts or model ids. Empty: clients set nothing on this stage.
     client_settable: ClassVar[frozenset[str]] = frozenset()
+    # Params fields a running session may change with the ``params`` control message: the
+    # engine validates the merged params with ``Params`` and calls ``apply_params``.
+    live_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: BaseModel, context: StageContext) -> None:
         self.params = params
@@ -94,6 +97,25 @@ class Stage:
 
     async def on_control(self, frame: ControlFrame) -> None:
         """React to a control frame; it is forwarded downstream afterwards regardless."""
+
+    async def apply_params(self, params: BaseModel) -> None:
+        """Take new params from a running session (only ``live_params`` fields differ).
+
+        Called in stream order, before ``on_control`` sees the PARAMS frame. Raise
+        ``ValueError`` to refuse them (the client gets an ``error`` event; the old
+        params stay). The default keeps them as ``self.params``.
+        """
+        self.params = params
+
+    def on_urgent(self, frame: ControlFrame) -> ControlFrame | None:
+        """See an INTERRUPTION or SPEECH_START at once, ahead of the frames queued before it.
+
+        The engine calls this (on the event loop: never block) when the control frame
+        enters the pipeline or leaves an earlier stage; the frame itself still arrives
+        in order, later, through ``on_control``. Stop output that must stop (barge-in);
+        return an INTERRUPTION to have it sent on at once to later stages and the output.
+        """
+        return None
 
     def bind(
         self,

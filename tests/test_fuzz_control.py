@@ -25,7 +25,7 @@ from streamai.transport.control import ControlParser, ControlRejected
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TRIED: Counter[str] = Counter()
-CODES = {"too_large", "rate_limited", "bad_encoding", "bad_json", "bad_message", "too_deep"}
+CODES = {"too_large", "rate_limited", "bad_encoding", "bad_json", "bad_message", "too_deep", "bad_params"}
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20), st.sampled_from(["prompt", "ping"])

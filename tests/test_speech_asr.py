@@ -76,8 +76,8 @@ def test_partials_arrive_before_each_final(transcribed: tuple[list[str], list[di
         kinds = [e["final"] for e in events if e["type"] == "transcript" and e["utterance"] == utterance]
         assert kinds[-1] is True and kinds.count(True) == 1
         assert kinds.count(False) >= 1, f"utterance {utterance} had no partial"
-    partials = [e for e in events if e["type"] == "transcript" and not e["final"]]
-    assert all(p["text"].startswith(p["stable"]) for p in partials)  # stable prefix is a prefix
+    # (which words get committed, and which are held back, is tested on hypothesis sequences in
+    # test_speech_text.py; here the text and its stable prefix are joins of one word list)
     sink = runner.sink
     assert isinstance(sink, CollectingSink)
     texts = [f for _, f in sink.frames if f.kind.value == "text"]

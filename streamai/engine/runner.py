@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from ..events import EventBus
 from ..frames import ControlFrame, ControlKind, Frame, FrameKind, now
 from ..stage import Stage, StageContext, StageRegistry
 from .estimator import ServiceTimeEstimator
+from .live_params import LiveParamsError, merged_params, plan_live_params
 from .queues import StageQueue
 from .stats import PipelineStats, StageStats
 
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 
 SEND_COST_S = 0.002  # fixed allowance for handing a frame to the transport
 PROBE_AFTER_S = 1.0  # a stage that refused every frame this long admits one, so a stale estimate can recover
+# Control frames later stages see at once, ahead of their queues (Stage.on_urgent), besides in order.
+URGENT_CONTROLS = frozenset({ControlKind.INTERRUPTION, ControlKind.SPEECH_START})
 
 
 class Sink(Protocol):
@@ -98,6 +102,8 @@ class StageRunner:
 
     async def emit(self, frame: Frame) -> None:
         self.stats.emitted += 1
+        if isinstance(frame, ControlFrame) and frame.control in URGENT_CONTROLS:
+            self.pipeline.urgent(frame, self.downstream)
         self.next(frame)
 
     def receive(self, frame: Frame) -> None:
@@ -153,12 +159,26 @@ class StageRunner:
         return True
 
     async def _control(self, frame: ControlFrame) -> None:
+        if frame.control is ControlKind.PARAMS:
+            await self._apply_params(frame)
         try:
             await self.stage.on_control(frame)
         except Exception as exc:
             log.warning("stage %s failed on control %s: %s", self.name, frame.control.value, exc)
             self.pipeline.events.emit("warning", stage=self.name, message=f"control {frame.control.value}: {exc}")
         self.next(frame)
+
+    async def _apply_params(self, frame: ControlFrame) -> None:
+        """This stage's part of an accepted ``params`` message, re-validated against its params now."""
+        changes = self.pipeline.take_live_params(frame.seq, self.name)
+        if not changes:
+            return
+        try:
+            await self.stage.apply_params(merged_params(self.stage, changes))
+        except (ValueError, ValidationError) as exc:
+            self.pipeline.events.emit("error", code="bad_params", message=f"stage {self.name!r}: {exc}", fatal=False)
+            return
+        self.pipeline.events.emit("params", stage=self.name, changed=changes)
 
     def _failed_frame(self, frame: Frame, exc: Exception) -> None:
         self.stats.errors += 1
@@ -195,6 +215,8 @@ class PipelineRunner:
         self.failed: str | None = None
         self._on_fatal = on_fatal
         self._started = False
+        self._live_params: dict[int, dict[str, dict[str, Any]]] = {}  # PARAMS frame seq -> stage -> changes
+        self._delivered_urgently: deque[int] = deque(maxlen=64)  # seqs of interruptions the sink already has
         self.branches: dict[str, list[StageRunner]] = {}
         overrides = dict(params or {})
         used_flat: set[str] = set()
@@ -278,6 +300,9 @@ class PipelineRunner:
             frame.deadline = frame.capture_time + self.budget_s
         self.stats.frames_in[frame.kind.value] += 1
         if isinstance(frame, ControlFrame):
+            if frame.control in URGENT_CONTROLS:
+                for chain in self.branches.values():
+                    self.urgent(frame, chain)
             for chain in self.branches.values():
                 chain[0].receive(frame)
             return
@@ -285,11 +310,57 @@ class PipelineRunner:
             head.receive(frame)
 
     def control(self, kind: ControlKind, data: dict[str, Any] | None = None) -> None:
-        """Send a control frame (prompt, interruption, params) down every branch."""
-        self.submit(ControlFrame(control=kind, data=dict(data or {})))
+        """Send a control frame (prompt, interruption, params) down every branch.
+
+        PARAMS is checked first against the stages' ``live_params``: a refused message
+        becomes an ``error`` event (code ``bad_params``) and goes no further.
+        """
+        frame = ControlFrame(control=kind, data=dict(data or {}))
+        if kind is ControlKind.PARAMS:
+            stages = {r.name: r.stage for r in self.stage_runners}
+            try:
+                self._live_params[frame.seq] = plan_live_params(frame.data, stages)
+            except LiveParamsError as exc:
+                self.events.emit("error", code="bad_params", message=str(exc), fatal=False)
+                return
+        self.submit(frame)
+
+    def take_live_params(self, seq: int, stage: str) -> dict[str, Any] | None:
+        """The changes an accepted PARAMS frame brings to ``stage`` (each stage takes its own once)."""
+        pending = self._live_params.get(seq)
+        if pending is None:
+            return None
+        changes = pending.pop(stage, None)
+        if not pending:
+            del self._live_params[seq]
+        return changes
+
+    def urgent(self, frame: ControlFrame, runners: list[StageRunner]) -> None:
+        """Show an urgent control frame to ``runners`` at once, ahead of their queues (``Stage.on_urgent``).
+
+        An INTERRUPTION also reaches the sink at once (the transport flushes its queued
+        audio); its in-band copy, arriving later in order, is then not delivered again.
+        A stage's answer (an INTERRUPTION of its own) goes on the same way from its place.
+        """
+        for index, runner in enumerate(runners):
+            try:
+                answer = runner.stage.on_urgent(frame)
+            except Exception as exc:
+                log.warning("stage %s failed on urgent %s: %s", runner.name, frame.control.value, exc)
+                continue
+            if answer is not None:
+                runner.stats.emitted += 1
+                self.urgent(answer, runners[index + 1 :])
+                runner.next(answer)
+        if frame.control is ControlKind.INTERRUPTION and frame.seq not in self._delivered_urgently:
+            self._delivered_urgently.append(frame.seq)
+            self.stats.frames_out[frame.kind.value] += 1
+            self.sink.deliver(frame)
 
     def deliver(self, frame: Frame) -> None:
         """The end of a branch: late media never leaves; everything else goes to the sink."""
+        if isinstance(frame, ControlFrame) and frame.seq in self._delivered_urgently:
+            return  # an interruption the sink already had, ahead of the queues
         at = now()
         late = frame.is_media and at > frame.deadline
         if late and not (frame.kind is FrameKind.AUDIO and self.config.late_audio == "play"):

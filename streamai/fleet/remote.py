@@ -431,6 +431,7 @@ def _standin_class(cls: type[Stage]) -> type[RemoteStage]:
             "emits": cls.emits,
             "Params": cls.Params,
             "admission": cls.admission,
+            "live_params": cls.live_params,  # accepted here, forwarded to the replica's on_control
             "wrapped": cls,
             "__doc__": f"Ray Serve stand-in for {cls.__name__}.",
         }

@@ -1,53 +1,83 @@
-"""Audio sample-rate conversion: a numpy polyphase windowed-sinc resampler (no scipy needed)."""
+"""Audio sample-rate conversion: soxr for whole clips, libswresample (PyAV) for live streams.
+
+Whole clips (a synthesized sentence, a file) go through soxr's one-shot ``resample``
+(HQ). Live streams (20 ms packets into VAD and ASR, processed audio of another rate
+on its way out) go through ``StreamResampler``, PyAV's ``AudioResampler`` with its
+state kept between packets, so chunk boundaries leave no clicks.
+
+Why not soxr for the streams too: ``soxr.ResampleStream`` is the fastest per packet,
+but it holds back part of every stream until more input comes (measured here,
+48 -> 16 kHz: 21 ms at HQ, 15 ms MQ, 6 ms LQ), and every utterance's end of speech
+would reach the VAD that much later; libswresample holds back about 1 ms. Measured
+on 2 shared cores (load ~6): a 20 ms packet 48 -> 16 kHz took 478 µs with the numpy
+windowed-sinc resampler this module used to be, 68 µs with PyAV, 8 µs with soxr
+(HQ); a 1 s sentence 22.05 -> 48 kHz 13.5 ms (numpy), 5.9 ms (PyAV), 0.8 ms (soxr).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from math import gcd
-
 import numpy as np
-
-_HALF_TAPS = 10  # filter half-length in periods of the lower rate
-_BETA = 6.0  # Kaiser window: ~60 dB stop band
-
-
-@lru_cache(maxsize=32)
-def _filter(up: int, down: int) -> tuple[np.ndarray, int]:
-    """Low-pass FIR at the upsampled rate with cut-off at the lower Nyquist, gain ``up``; and its centre."""
-    factor = max(up, down)
-    half = _HALF_TAPS * factor
-    n = np.arange(-half, half + 1)
-    taps = np.sinc(n / factor) / factor * np.kaiser(2 * half + 1, _BETA) * up
-    return taps.astype(np.float64), half
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Resample int16 (n,) or (n, channels) audio; output length is ceil(n * target / source)."""
-    if source_rate == target_rate or len(samples) == 0:
-        return samples
+    """Resample a whole int16 (n,) or (n, channels) clip with soxr (HQ); the layout is kept.
+
+    The output has ``ceil(n * target / source)`` samples, aligned with the input (no delay).
+    """
     if source_rate <= 0 or target_rate <= 0:
         raise ValueError("sample rates must be positive")
-    mono = samples.ndim == 1
-    x = samples[:, None] if mono else samples
-    g = gcd(source_rate, target_rate)
-    up, down = target_rate // g, source_rate // g
-    taps, centre = _filter(up, down)
-    per_phase = -(-len(taps) // up)
-    padded_taps = np.zeros(per_phase * up)
-    padded_taps[: len(taps)] = taps
-    phases = padded_taps.reshape(per_phase, up).T  # phases[p, j] = taps[p + j * up]
-    pad = per_phase + 1
-    source = np.concatenate([np.zeros((pad, x.shape[1])), x.astype(np.float64), np.zeros((pad, x.shape[1]))])
-    count = -(-len(x) * up // down)
-    out = np.empty((count, x.shape[1]), np.float64)
-    offsets = np.arange(per_phase)
-    chunk = max(1, 2_000_000 // per_phase)
-    for start in range(0, count, chunk):
-        m = np.arange(start, min(count, start + chunk))
-        t = m * down + centre
-        phase, base = t % up, t // up
-        index = base[:, None] - offsets[None, :] + pad  # (outputs, taps)
-        weights = phases[phase]  # (outputs, taps)
-        out[m] = np.einsum("ot,otc->oc", weights, source[index])
-    result = np.clip(np.round(out), -32768, 32767).astype(np.int16)
-    return result[:, 0] if mono else result
+    if source_rate == target_rate or len(samples) == 0:
+        return samples
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(samples, dtype=np.int16), source_rate, target_rate, quality="HQ")
+    wanted = -(-len(samples) * target_rate // source_rate)
+    if len(out) < wanted:  # soxr rounds the length; pad the last sample or two with silence
+        pad = np.zeros((wanted - len(out), *out.shape[1:]), np.int16)
+        out = np.concatenate([out, pad])
+    return out[:wanted]
+
+
+class StreamResampler:
+    """Stateful resampler of a live stream (libswresample through PyAV), to mono int16 at ``rate``.
+
+    Feed int16 (n, channels) or (n,) chunks at any rate; get mono int16 (m,) at ``rate``.
+    A change of input rate starts a new resampler.
+    """
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler = None
+        self._source: int | None = None
+
+    def __call__(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
+        import av
+
+        mono = mono_int16(samples)
+        if sample_rate == self.rate:
+            return mono
+        if self._source != sample_rate or self._resampler is None:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.rate)
+            self._source = sample_rate
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(mono.reshape(1, -1)), format="s16", layout="mono")
+        frame.sample_rate = sample_rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
+
+    def flush(self) -> np.ndarray:
+        """The samples still inside the resampler's filter (end of a stream)."""
+        if self._resampler is None:
+            return np.zeros(0, np.int16)
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(None)]
+        self._resampler = None
+        self._source = None
+        return np.concatenate(out).astype(np.int16) if out else np.zeros(0, np.int16)
+
+
+def mono_int16(samples: np.ndarray) -> np.ndarray:
+    """Average the channels of int16 (n, channels) audio into (n,) int16."""
+    if samples.ndim == 1:
+        return samples.astype(np.int16, copy=False)
+    if samples.shape[1] == 1:
+        return samples[:, 0].astype(np.int16, copy=False)
+    return samples.astype(np.int32).mean(axis=1).astype(np.int16)

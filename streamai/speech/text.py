@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 CLAUSE_END = re.compile(r"[,.;:!?…]+[\"')\]]*$")
 _NORMALIZE = re.compile(r"[^\w\s']")
@@ -46,6 +47,34 @@ def clause_cut(hypothesis: list[str], agreed: int) -> int:
     return 0
 
 
+def local_agreement(
+    committed: list[str],
+    tail: list[str],
+    hypothesis: list[str],
+    *,
+    pause: bool = False,
+    commit: Literal["clause", "word"] = "clause",
+) -> tuple[list[str], list[str]]:
+    """One step of local agreement: ``(committed, tail)`` after a new hypothesis.
+
+    ``hypothesis`` holds the words decoded *after* the committed ones (the decoder is
+    forced through them); ``tail`` is the uncommitted rest of the previous hypothesis.
+    The words the two agree on from the start are committed, by default only up to the
+    last clause end among them (``commit="clause"``); the rest is held back as the new
+    tail. ``pause`` (the speaker stopped) commits the whole hypothesis. Punctuation that
+    starts a hypothesis (", where") is glued onto the last committed word.
+    """
+    if committed and hypothesis and not any(c.isalnum() for c in hypothesis[0]):
+        committed = extend(committed, hypothesis[:1])
+        hypothesis = hypothesis[1:]
+    agreed = agreed_prefix(tail, hypothesis)
+    if pause:
+        agreed = len(hypothesis)
+    elif commit == "clause":
+        agreed = clause_cut(hypothesis, agreed)
+    return [*committed, *hypothesis[:agreed]], hypothesis[agreed:]
+
+
 def split_clauses(text: str) -> tuple[list[str], str]:
     """Complete clauses (ending with , . ; : ! ?) and the unfinished rest."""
     clauses: list[str] = []
@@ -78,13 +107,10 @@ def normalize(text: str) -> list[str]:
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    """Levenshtein distance over normalized words, divided by the reference length."""
+    """Word error rate (jiwer) over normalized words: lower case, no punctuation, hyphens split."""
+    import jiwer
+
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:
         return float(bool(hyp))
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        diagonal, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            diagonal, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, diagonal + (r != h))
-    return row[-1] / len(ref)
+    return float(jiwer.wer(" ".join(ref), " ".join(hyp)))

