@@ -21,7 +21,8 @@ async def raw_request(base: str, head: bytes, body: bytes = b"") -> tuple[int, b
     """Send ``head`` (request line and headers, no blank line) and ``body`` as they are; status and body back."""
     host, port = base.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(head + b"\r\nHost: " + f"{host}:{port}".encode() + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    headers = b"\r\nHost: " + f"{host}:{port}".encode() + b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+    writer.write(head + headers % len(body) + body)
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 10)
     writer.close()
