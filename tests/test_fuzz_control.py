@@ -87,7 +87,8 @@ def node() -> Iterator[tuple[NodeThread, Any]]:
                         break
                     await asyncio.sleep(0.05)
                 ws = await http.ws_connect(
-                    f"http://127.0.0.1:{running.port}/v1/sessions/{probe.report.session_id}/events"
+                    f"http://127.0.0.1:{running.port}/v1/sessions/{probe.report.session_id}/events",
+                    headers=probe.session_headers(),
                 )
                 return http, probe, ws
 

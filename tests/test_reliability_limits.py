@@ -18,6 +18,7 @@ from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
+from streamai.testing.wait import wait_for
 from streamai.web.protection import ProtectionSettings
 
 JSON = {"Content-Type": "application/json"}
@@ -60,8 +61,8 @@ async def test_max_sessions_default_eight_then_503_and_a_freed_slot_is_reusable(
         assert not app[SESSIONS].sessions
 
 
-async def events_socket(http: aiohttp.ClientSession, url: str, session_id: str) -> aiohttp.ClientWebSocketResponse:
-    ws = await http.ws_connect(f"{url}/v1/sessions/{session_id}/events")
+async def events_socket(http: aiohttp.ClientSession, url: str, probe: Probe) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(f"{url}/v1/sessions/{probe.report.session_id}/events", headers=probe.session_headers())
     first = await ws.receive_json(timeout=5)
     assert first["type"] == "state"
     return ws
@@ -103,7 +104,7 @@ async def test_control_message_size_default_16_kib_on_websocket_and_data_channel
     async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
         probe = Probe(url, "transform", video=BarcodeVideoTrack(160, 120, 10))
         await probe.connect(http)
-        ws = await events_socket(http, url, probe.report.session_id)
+        ws = await events_socket(http, url, probe)
         at_limit, over = params_message(16 * 1024), params_message(16 * 1024 + 1)
         assert (len(at_limit), len(over)) == (16384, 16385)
         await ws.send_str(at_limit)
@@ -135,7 +136,7 @@ async def test_control_message_size_default_16_kib_on_websocket_and_data_channel
             await asyncio.sleep(0.05)
         codes = [e.get("code") for e in probe.report.events if e.get("type") == "error"]
         assert [c for c in codes if c != "bad_params"] == ["too_large"]
-        ws = await events_socket(http, url, probe.report.session_id)  # a new socket works after the refusal
+        ws = await events_socket(http, url, probe)  # a new socket works after the refusal
         await ws.send_json({"type": "ping", "t": 4.0})
         await replies_until_pong(ws, 4.0)
         await ws.close()
@@ -146,7 +147,7 @@ async def test_control_rate_default_20_per_second_with_a_burst_of_40() -> None:
     async with running_node() as (url, _app), aiohttp.ClientSession() as http:
         probe = Probe(url, "transform")
         await probe.connect(http)
-        ws = await events_socket(http, url, probe.report.session_id)
+        ws = await events_socket(http, url, probe)
         started = time.monotonic()
         for index in range(100):
             await ws.send_json({"type": "ping", "t": float(index)})
@@ -176,11 +177,14 @@ async def test_max_session_duration_ends_the_session_with_a_reason() -> None:
             await asyncio.sleep(0.1)
         assert probe.report.session_id not in app[SESSIONS].sessions
         assert 1.5 < time.monotonic() - started < 6
-        await asyncio.sleep(0.2)
-        closed = [e for e in probe.report.events if e.get("type") == "state" and e.get("state") == "closed"]
-        assert closed and closed[0]["reason"] == "maximum session duration reached"
-        async with http.get(f"{url}/v1/sessions/{probe.report.session_id}") as response:
-            assert response.status == 404
+        def closed() -> list[dict]:
+            return [e for e in probe.report.events if e.get("type") == "state" and e.get("state") == "closed"]
+
+        assert await wait_for(lambda: bool(closed()), 5)
+        assert closed()[0]["reason"] == "maximum session duration reached"
+        session_url = f"{url}/v1/sessions/{probe.report.session_id}"
+        async with http.get(session_url, headers=probe.session_headers()) as response:
+            assert response.status == 404 and (await response.json())["error"]["code"] == "session_ended"
         await probe.close(http, delete=False)
 
 

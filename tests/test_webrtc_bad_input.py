@@ -17,6 +17,7 @@ from streamai.stage import Stage, StageRegistry, stage
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError, marker_audio
 from streamai.testing.wait import wait_for
+from streamai.web.protection import ProtectionSettings
 
 GOOD_OFFER_PREFIX = "v=0\r\n"
 
@@ -70,7 +71,8 @@ async def test_bad_session_params_are_refused_with_the_stage_named() -> None:
 
 
 async def test_over_capacity_gets_503_with_retry_after() -> None:
-    settings = ServerSettings(port=0, ice_loopback=True, max_sessions=1)
+    protection = ProtectionSettings(max_sessions_per_client=5)  # this test is about the node's capacity
+    settings = ServerSettings(port=0, ice_loopback=True, max_sessions=1, protection=protection)
     async with running_node(settings) as (url, _app), aiohttp.ClientSession() as http:
         first = Probe(url, "transform", video=BarcodeVideoTrack())
         await first.connect(http)
@@ -83,15 +85,20 @@ async def test_over_capacity_gets_503_with_retry_after() -> None:
         await first.close(http)
 
 
-async def test_bearer_token_protects_the_session_api() -> None:
+async def test_the_api_token_guards_session_creation_and_the_catalogue() -> None:
     settings = ServerSettings(port=0, ice_loopback=True, token="s3cret")
     async with running_node(settings) as (url, _app), aiohttp.ClientSession() as http:
-        async with http.get(f"{url}/v1/sessions") as response:
-            assert response.status == 401
-        async with http.get(f"{url}/v1/sessions", headers={"Authorization": "Bearer wrong"}) as response:
+        for path in ("/v1/pipelines", "/v1/models"):
+            async with http.get(f"{url}{path}") as response:
+                assert response.status == 401
+            async with http.get(f"{url}{path}", headers={"Authorization": "Bearer wrong"}) as response:
+                assert response.status == 401
+            async with http.get(f"{url}{path}", headers={"Authorization": "Bearer s3cret"}) as response:
+                assert response.status == 200
+        async with http.post(f"{url}/v1/sessions", json={"pipeline": "transform", "sdp": "v=0"}) as response:
             assert response.status == 401
         async with http.get(f"{url}/v1/sessions", headers={"Authorization": "Bearer s3cret"}) as response:
-            assert response.status == 200
+            assert response.status == 403  # listing sessions is the admin's, not the API token's
         async with http.get(f"{url}/healthz") as response:
             assert response.status == 200
 

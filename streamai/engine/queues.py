@@ -5,8 +5,9 @@ it (counted as ``replaced``). Audio is a stream and is never replaced: in a ``la
 queue (a video stage the audio only passes) it waits in order like ``fifo``.
 ``fifo``: first in, first out with a bound; when full the oldest media frame is
 dropped (``overflow``).
-Control and text frames are never replaced or dropped by either policy: they are
-few and they carry meaning (prompt changes, end of speech).
+Text frames and control frames are never dropped by either policy: they are few and
+they carry meaning (end of speech), with one exception: a waiting PROMPT is replaced
+by a newer one (the newest prompt wins), so a stuck stage cannot pile prompts up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-from ..frames import Frame, FrameKind
+from ..frames import ControlFrame, ControlKind, Frame, FrameKind
 
 DropCallback = Callable[[Frame, str], None]
 
@@ -36,6 +37,8 @@ class StageQueue:
 
     def put(self, frame: Frame, at: float) -> None:
         """Enqueue ``frame`` (stamped with arrival time ``at``) under this queue's policy."""
+        if isinstance(frame, ControlFrame) and frame.control is ControlKind.PROMPT:
+            self._replace_prompt()  # the newest prompt wins: a stuck stage never piles them up
         if frame.is_media:
             if self.policy == "latest" and frame.kind is FrameKind.VIDEO:
                 self._evict_same_kind(frame)
@@ -47,6 +50,13 @@ class StageQueue:
     def _evict_same_kind(self, frame: Frame) -> None:
         for index, (waiting, _) in enumerate(self._items):
             if waiting.kind is frame.kind:
+                del self._items[index]
+                self._on_drop(waiting, "replaced")
+                return
+
+    def _replace_prompt(self) -> None:
+        for index, (waiting, _) in enumerate(self._items):
+            if isinstance(waiting, ControlFrame) and waiting.control is ControlKind.PROMPT:
                 del self._items[index]
                 self._on_drop(waiting, "replaced")
                 return

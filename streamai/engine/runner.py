@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 SEND_COST_S = 0.002  # fixed allowance for handing a frame to the transport
 PROBE_AFTER_S = 1.0  # a stage that refused every frame this long admits one, so a stale estimate can recover
+MAX_PENDING_PARAMS = 16  # accepted params messages not yet taken by every stage (a stuck stage holds them)
 # Control frames later stages see at once, ahead of their queues (Stage.on_urgent), besides in order.
 URGENT_CONTROLS = frozenset({ControlKind.INTERRUPTION, ControlKind.SPEECH_START})
 
@@ -215,6 +216,7 @@ class PipelineRunner:
         self.failed: str | None = None
         self._on_fatal = on_fatal
         self._started = False
+        self._stopped = False
         self._live_params: dict[int, dict[str, dict[str, Any]]] = {}  # PARAMS frame seq -> stage -> changes
         self._delivered_urgently: deque[int] = deque(maxlen=64)  # seqs of interruptions the sink already has
         self.branches: dict[str, list[StageRunner]] = {}
@@ -294,7 +296,7 @@ class PipelineRunner:
 
     def submit(self, frame: Frame) -> None:
         """Feed one frame from the transport; media frames get their deadline here."""
-        if self.failed is not None:
+        if self.failed is not None or self._stopped:
             return
         if frame.is_media and math.isinf(frame.deadline):
             frame.deadline = frame.capture_time + self.budget_s
@@ -316,6 +318,12 @@ class PipelineRunner:
         becomes an ``error`` event (code ``bad_params``) and goes no further.
         """
         frame = ControlFrame(control=kind, data=dict(data or {}))
+        if self._stopped:  # a session's late control message must not pile up in a stopped pipeline
+            return
+        if kind is ControlKind.PARAMS and len(self._live_params) >= MAX_PENDING_PARAMS:
+            self.events.emit("error", code="rate_limited", message="too many params changes waiting; slow down",
+                             fatal=False)  # fmt: skip
+            return
         if kind is ControlKind.PARAMS:
             stages = {r.name: r.stage for r in self.stage_runners}
             try:
@@ -389,7 +397,8 @@ class PipelineRunner:
             self._on_fatal(reason)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Stop workers and free every stage's resources, even if a stage hangs."""
+        """Stop workers and free every stage's resources, even if a stage hangs; later input is ignored."""
+        self._stopped = True
         tasks = [r.task for r in self.stage_runners if r.task is not None]
         for task in tasks:
             task.cancel()
