@@ -82,8 +82,9 @@ def check(node: NodeThread, kind: str, status: int, body: bytes, ok: tuple[int, 
 def post_session(node: NodeThread, kind: str, body: bytes) -> None:
     status, answer = request(node, "POST", "/v1/sessions", body)
     parsed = check(node, kind, status, answer, ok=(200,))
-    if parsed is not None:  # valid input: a real session was opened; close it
-        status, _ = request(node, "DELETE", f"/v1/sessions/{parsed['session_id']}")
+    if parsed is not None:  # valid input: a real session was opened; close it (with its own token)
+        own = f"Bearer {parsed['session_token']}"
+        status, _ = request(node, "DELETE", f"/v1/sessions/{parsed['session_id']}", Authorization=own)
         assert status == 200
     assert not node.app[SESSIONS].sessions and node.app[SESSIONS].pending == 0
 

@@ -58,7 +58,7 @@ async def test_router_limits_a_flood_and_a_slow_body() -> None:
         host, port = router_url.removeprefix("http://").split(":")
         # from another address: this one's session bucket is empty after the flood
         reader, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.3", 0))
-        writer.write(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\n\r\n{")
+        writer.write(b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 40\r\n\r\n{")
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 5)
         writer.close()

@@ -74,6 +74,9 @@ def main() -> int:
             with urllib.request.urlopen(request, timeout=10) as response:
                 result["post_status"] = response.status
                 result["resource"] = urllib.parse.urljoin(args.url, response.headers["Location"])
+                session_token = response.headers.get("Streamai-Session-Token")  # DELETE needs it, not the API token
+                if session_token:
+                    headers["Authorization"] = f"Bearer {session_token}"
                 answer_text = response.read().decode()
         except urllib.error.HTTPError as exc:
             result["post_status"] = exc.code
