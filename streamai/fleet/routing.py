@@ -8,13 +8,22 @@ time, or the fleet's median measurement for a node that has not run it yet), a w
 (the pipeline's models loaded) before a cold one when their expected latencies are
 within ``warm_tie_ms``, then the most free capacity. A node that failed an offer of
 this pipeline lately (``failure_cooldown_s``) is kept, but tried last.
+
+``rank`` is the rule written plainly: it looks at every node. ``rank_top`` gives the
+same first ``limit`` candidates (what the router tries) from a ``FleetView`` that hands
+out the nodes offering a pipeline region by region: it visits regions by RTT from the
+client and stops once no node of a farther region could still enter the top ``limit``.
+It falls back to ``rank`` for the rare cases that need the whole fleet (errors, too few
+candidates, a node that has not measured the pipeline yet).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import ClientError
 from .config import FleetConfig
@@ -116,15 +125,127 @@ def rank(
     return Decision(choices, client_region, data_region, skipped)
 
 
+class FleetView(Protocol):
+    """What ``rank_top`` needs from the fleet's state: the nodes offering a pipeline, by region.
+
+    ``NodeRegistry`` keeps this index in memory; a shared store answers the same calls
+    (one key per pipeline and region), so ranking never reads the whole fleet.
+    """
+
+    def all_nodes(self) -> Iterable[NodeEntry]:
+        """Every node (for the rare whole-fleet fallback)."""
+        ...
+
+    def data_regions(self, pipeline: str) -> Collection[str]:
+        """The ``data_region`` policies the nodes offering ``pipeline`` declare (empty: nobody offers it)."""
+        ...
+
+    def regions_offering(self, pipeline: str) -> Collection[str]:
+        """Regions with at least one node offering ``pipeline`` (healthy or not)."""
+        ...
+
+    def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
+        """The nodes of ``region`` offering ``pipeline``."""
+        ...
+
+
+def rank_top(
+    view: FleetView,
+    pipeline: str,
+    client_region: str | None,
+    config: FleetConfig,
+    at: float,
+    client_rtt_ms: dict[str, float] | None = None,
+    limit: int = 3,
+) -> Decision:
+    """The first ``limit`` candidates of ``rank`` over ``view.all_nodes()``, found by visiting regions nearest first.
+
+    Same candidates, same order, same errors as ``rank``; ``skipped`` lists only the
+    nodes it looked at. Raises ``NoRoute`` like ``rank``.
+    """
+    policies = set(view.data_regions(pipeline))
+    if not policies:
+        raise NoRoute(404, "unknown_pipeline", f"no node in the fleet offers pipeline {pipeline!r}")
+    data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
+    if data_region == "required" and client_region is None:
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises 400
+    regions: list[tuple[float, float, str]] = []  # (visit order, RTT, region): the client's region first
+    for region in view.regions_offering(pipeline):
+        if data_region == "required" and region != client_region:
+            continue
+        rtt = _client_rtt(config, client_region, region, client_rtt_ms)
+        if not (math.isfinite(rtt) and rtt >= 0):
+            return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
+        regions.append((-1.0 if region == client_region else rtt, rtt, region))
+    regions.sort()
+    timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
+    skipped: dict[str, str] = {}
+    fresh: list[Choice] = []  # usable and not recently failed
+    failed: list[Choice] = []  # usable, failed an offer lately: they rank after every fresh one
+    for _, rtt, region in regions:
+        if len(fresh) >= limit:
+            fresh.sort(key=_order)
+            del fresh[limit:]
+            last = fresh[-1]
+            # nodes here or farther have expected >= rtt, so a tier >= this bound: stop if the last
+            # of the top `limit` beats that bound outright (equal tiers go on to warmth, load, id)
+            if last.same_region or _tier(last) < (rtt if tie <= 0 else round(rtt / tie)):
+                break
+        same = client_region is not None and region == client_region
+        for node in view.offering(pipeline, region):
+            state = node.state(at, timeout)
+            if state != "healthy":
+                skipped[node.id] = state
+                continue
+            if node.load >= node.report.capacity:
+                skipped[node.id] = "at_capacity"
+                continue
+            offer = node.offer(pipeline)
+            if offer is None or not offer.stage_p90_ms:  # unmeasured: expected from the whole fleet's median
+                return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
+            expected = rtt + config.load_penalty_ms * node.utilisation + offer.expected_ms()
+            recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
+            (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
+    else:  # every region visited: these are all the usable nodes
+        if not fresh and not failed:
+            return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises
+        if len(fresh) < limit:
+            fresh += failed
+    fresh.sort(key=_order)
+    return Decision(fresh[:limit], client_region, data_region, skipped)
+
+
+def _client_rtt(config: FleetConfig, client: str | None, region: str, measured: dict[str, float] | None) -> float:
+    """The client's RTT to ``region``: what the client measured, else the configured estimate."""
+    return measured[region] if measured and region in measured else config.rtt(client, region)
+
+
+def _whole_fleet(
+    view: FleetView,
+    pipeline: str,
+    client_region: str | None,
+    config: FleetConfig,
+    at: float,
+    client_rtt_ms: dict[str, float] | None,
+    limit: int,
+) -> Decision:
+    decision = rank(view.all_nodes(), pipeline, client_region, config, at, client_rtt_ms)
+    decision.candidates = decision.candidates[:limit]
+    return decision
+
+
+def _tier(choice: Choice) -> float:
+    return round(choice.expected_ms / choice.tie_ms) if choice.tie_ms > 0 else choice.expected_ms
+
+
 def _order(choice: Choice) -> tuple[bool, bool, float, bool, float, int, str]:
     """Recently failed last, then the client's region, lowest expected latency (warm first among
     equals: within ``tie_ms``), most free capacity."""
     free = choice.node.report.capacity - choice.node.load
-    tier = round(choice.expected_ms / choice.tie_ms) if choice.tie_ms > 0 else choice.expected_ms
     return (
         choice.recently_failed,
         not choice.same_region,
-        tier,
+        _tier(choice),
         not choice.warm,
         choice.expected_ms,
         -free,
