@@ -216,8 +216,24 @@ def rank_top(
 
 
 def _client_rtt(config: FleetConfig, client: str | None, region: str, measured: dict[str, float] | None) -> float:
-    """The client's RTT to ``region``: what the client measured, else the configured estimate."""
-    return measured[region] if measured and region in measured else config.rtt(client, region)
+    """The client's RTT to ``region``: what the client measured, else the configured estimate (memoised)."""
+    if measured and region in measured:
+        return measured[region]
+    memo = _RTT_MEMO.get(id(config))
+    if memo is None or memo[0] is not config:
+        if len(_RTT_MEMO) >= 16:
+            _RTT_MEMO.clear()
+        memo = _RTT_MEMO[id(config)] = (config, {})
+    rtts = memo[1]
+    key = (client, region)
+    if key not in rtts:
+        rtts[key] = config.rtt(client, region)
+    return rtts[key]
+
+
+# config -> (client region, region) -> estimated RTT: a router's config is fixed once loaded, and the
+# estimate (matrix lookups or a great-circle distance) would otherwise be most of a decision's time
+_RTT_MEMO: dict[int, tuple[FleetConfig, dict[tuple[str | None, str], float]]] = {}
 
 
 def _whole_fleet(
