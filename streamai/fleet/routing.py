@@ -92,22 +92,9 @@ def rank(
             "(send X-Client-Region, or configure client_prefixes)",
         )
     if not usable:
-        in_region = [n for n in offering if n.report.region == client_region]
-        if data_region == "required":
-            detail = (
-                f"{len(in_region)} node(s) there, none healthy with free capacity"
-                if in_region
-                else "no node there offers it"
-            )
-            raise NoRoute(
-                503,
-                "no_node_in_region",
-                f"pipeline {pipeline!r} requires data to stay in region {client_region!r}: {detail}",
-                retry_after=max(1, round(config.heartbeat_interval_s)),
-            )
-        if any(reason == "at_capacity" for reason in skipped.values()):
-            raise NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
-        raise NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
+        in_region = sum(1 for n in offering if n.report.region == client_region)
+        full = any(reason == "at_capacity" for reason in skipped.values())
+        raise _no_route(pipeline, client_region, data_region, in_region, full, config)
     rtt = {r: client_rtt_ms[r] if client_rtt_ms and r in client_rtt_ms else config.rtt(client_region, r)
            for r in {n.report.region for n in usable}}  # fmt: skip
     measured = [offers[n].expected_ms() for n in usable if offers[n].stage_p90_ms]
@@ -149,6 +136,25 @@ class FleetView(Protocol):
         ...
 
 
+def _no_route(
+    pipeline: str, client_region: str | None, data_region: str, in_region: int, full: bool, config: FleetConfig
+) -> NoRoute:
+    """Why no node can take the session (``in_region``: nodes of the client's region offering the pipeline)."""
+    if data_region == "required":
+        detail = (
+            f"{in_region} node(s) there, none healthy with free capacity" if in_region else "no node there offers it"
+        )
+        return NoRoute(
+            503,
+            "no_node_in_region",
+            f"pipeline {pipeline!r} requires data to stay in region {client_region!r}: {detail}",
+            retry_after=max(1, round(config.heartbeat_interval_s)),
+        )
+    if full:
+        return NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
+    return NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
+
+
 def rank_top(
     view: FleetView,
     pipeline: str,
@@ -169,15 +175,12 @@ def rank_top(
     data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
     if data_region == "required" and client_region is None:
         return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises 400
-    regions: list[tuple[float, float, str]] = []  # (visit order, RTT, region): the client's region first
-    for region in view.regions_offering(pipeline):
-        if data_region == "required" and region != client_region:
-            continue
-        rtt = _client_rtt(config, client_region, region, client_rtt_ms)
-        if not (math.isfinite(rtt) and rtt >= 0):
-            return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
-        regions.append((-1.0 if region == client_region else rtt, rtt, region))
-    regions.sort()
+    offering = view.regions_offering(pipeline)
+    if data_region == "required":
+        offering = [client_region] if client_region in offering else []
+    regions = _regions_by_rtt(config, client_region, offering, client_rtt_ms)
+    if regions is None:  # an RTT that is not a finite non-negative number: let rank sort it out
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
     timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
     skipped: dict[str, str] = {}
     fresh: list[Choice] = []  # usable and not recently failed
@@ -208,32 +211,55 @@ def rank_top(
             (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
     else:  # every region visited: these are all the usable nodes
         if not fresh and not failed:
-            return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises
+            in_region = len(view.offering(pipeline, client_region)) if client_region is not None else 0
+            full = any(reason == "at_capacity" for reason in skipped.values())
+            raise _no_route(pipeline, client_region, data_region, in_region, full, config)
         if len(fresh) < limit:
             fresh += failed
     fresh.sort(key=_order)
     return Decision(fresh[:limit], client_region, data_region, skipped)
 
 
-def _client_rtt(config: FleetConfig, client: str | None, region: str, measured: dict[str, float] | None) -> float:
-    """The client's RTT to ``region``: what the client measured, else the configured estimate (memoised)."""
-    if measured and region in measured:
-        return measured[region]
-    memo = _RTT_MEMO.get(id(config))
-    if memo is None or memo[0] is not config:
-        if len(_RTT_MEMO) >= 16:
-            _RTT_MEMO.clear()
-        memo = _RTT_MEMO[id(config)] = (config, {})
-    rtts = memo[1]
-    key = (client, region)
-    if key not in rtts:
-        rtts[key] = config.rtt(client, region)
-    return rtts[key]
+RegionOrder = list[tuple[float, float, str]]  # (visit order, RTT, region): the client's region first, then by RTT
 
 
-# config -> (client region, region) -> estimated RTT: a router's config is fixed once loaded, and the
-# estimate (matrix lookups or a great-circle distance) would otherwise be most of a decision's time
-_RTT_MEMO: dict[int, tuple[FleetConfig, dict[tuple[str | None, str], float]]] = {}
+def _regions_by_rtt(
+    config: FleetConfig, client: str | None, regions: Collection[str], measured: dict[str, float] | None
+) -> RegionOrder | None:
+    """``regions`` in visiting order for a client; None if an RTT is not a finite non-negative number.
+
+    Without client-measured RTTs the order depends only on the config, the client's region
+    and the set of regions, so it is memoised per config (a router's config is fixed once
+    loaded): most decisions then read the order instead of estimating every region's RTT.
+    """
+    key = tuple(regions)
+    memo: dict[str | None, tuple[tuple[str, ...], RegionOrder | None]] | None = None
+    if not measured and len(key) > 4:  # a short list (a required pipeline: one region) is cheaper to sort
+        entry = _ORDER_MEMO.get(id(config))
+        if entry is None or entry[0] is not config:
+            if len(_ORDER_MEMO) >= 16:
+                _ORDER_MEMO.clear()
+            entry = _ORDER_MEMO[id(config)] = (config, {})
+        memo = entry[1]
+        known = memo.get(client)
+        if known is not None and known[0] == key:
+            return known[1]
+    order: RegionOrder | None = []
+    for region in key:
+        rtt = measured[region] if measured and region in measured else config.rtt(client, region)
+        if not (math.isfinite(rtt) and rtt >= 0):
+            order = None
+            break
+        order.append((-1.0 if region == client else rtt, rtt, region))
+    if order is not None:
+        order.sort()
+    if memo is not None:
+        memo[client] = (key, order)
+    return order
+
+
+# config -> client region -> (the regions it was computed for, their visiting order)
+_ORDER_MEMO: dict[int, tuple[FleetConfig, dict[str | None, tuple[tuple[str, ...], RegionOrder | None]]]] = {}
 
 
 def _whole_fleet(
