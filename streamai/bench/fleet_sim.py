@@ -430,6 +430,11 @@ def _timing(seconds: list[float]) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    return simulate(args)[1]
+
+
+def simulate(args: argparse.Namespace) -> tuple[Simulation, dict[str, Any]]:
+    """Build the world and the fleet, replay the day; the simulation (every request's outcome) and the report."""
     started = time.perf_counter()
     cities = load_cities()
     world = build_world(cities, args.pops, args.regions, args.pop_spacing_km, args.seed)
@@ -491,7 +496,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         result["plots"] = write_plots(sim, result, Path(args.out).with_suffix(""))
     result["summary"] = _summary(result)
-    return result
+    return sim, result
 
 
 def _summary(r: dict[str, Any]) -> str:
