@@ -144,3 +144,32 @@ def test_the_index_follows_moves_pipeline_changes_and_removals() -> None:
     assert set(registry.regions_offering("p")) == {"us"}
     registry.remove("a")
     assert not registry.regions_offering("p") and not registry.data_regions("p")
+
+
+def test_the_least_service_time_follows_heartbeats_so_a_faster_far_node_is_found() -> None:
+    """The index's least service time bounds what farther regions can offer; a heartbeat that lowers it
+    (a far node got faster) must make ranking look there again."""
+    config = FleetConfig(
+        regions={"c": {"location": (0.0, 0.0)}, "a": {"location": (0.0, 1.0)}, "b": {"location": (0.0, 20.0)}},
+        warm_tie_ms=0.0,
+    )
+    registry = NodeRegistry(config.heartbeat_timeout_s)
+
+    def report(node_id: str, region: str, service: float) -> NodeReport:
+        offer = PipelineOffer(name="p", stage_p90_ms={"s": service})
+        return NodeReport(node_id=node_id, url="http://x", region=region, capacity=4, pipelines=[offer])
+
+    for i, region in enumerate(["a", "a", "a", "b"]):
+        registry.heartbeat(report(f"n{i}", region, 400.0))
+    for entry in registry.nodes.values():
+        entry.last_seen = AT
+    assert registry.service_floor("p") == 400.0
+    assert [c.node.id for c in rank_top(registry, "p", "c", config, AT, None, 2).candidates] == ["n0", "n1"]
+    registry.heartbeat(report("n3", "b", 1.0))  # region b is ~33 ms away, but 399 ms faster
+    registry.nodes["n3"].last_seen = AT
+    assert registry.service_floor("p") == 1.0
+    expected = [c.node.id for c in rank(registry.nodes.values(), "p", "c", config, AT).candidates[:2]]
+    assert expected[0] == "n3"
+    assert [c.node.id for c in rank_top(registry, "p", "c", config, AT, None, 2).candidates] == expected
+    registry.heartbeat(report("n3", "b", 500.0))  # and slower again: the floor goes back up
+    assert registry.service_floor("p") == 400.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Collection
@@ -117,6 +118,8 @@ class OfferIndex:
         self._nodes: dict[str, dict[str, dict[str, NodeEntry]]] = {}  # pipeline -> region -> node id -> entry
         self._policies: dict[str, Counter[str]] = {}  # pipeline -> data_region policy -> nodes declaring it
         self._indexed: dict[str, list[tuple[str, str, str]]] = {}  # node id -> (pipeline, region, policy)
+        self._service: dict[str, dict[str, float]] = {}  # pipeline -> node id -> measured service ms
+        self._floor: dict[str, float] = {}  # pipeline -> the least measured service (kept while nodes change)
 
     def add(self, entry: NodeEntry) -> None:
         self.discard(entry.id)
@@ -127,6 +130,10 @@ class OfferIndex:
             region = entry.report.region
             self._nodes.setdefault(offer.name, {}).setdefault(region, {})[entry.id] = entry
             self._policies.setdefault(offer.name, Counter())[offer.data_region] += 1
+            if offer.stage_p90_ms:
+                service = offer.expected_ms()
+                self._service.setdefault(offer.name, {})[entry.id] = service
+                self._floor[offer.name] = min(self._floor.get(offer.name, math.inf), service)
             keys.append((offer.name, region, offer.data_region))
         self._indexed[entry.id] = keys
 
@@ -144,12 +151,19 @@ class OfferIndex:
                 del policies[policy]
             if not policies:
                 del self._policies[pipeline]
+            services = self._service.get(pipeline, {})
+            service = services.pop(node_id, None)
+            if service is not None and service <= self._floor[pipeline]:  # the least one left: find the next
+                self._floor[pipeline] = min(services.values(), default=math.inf)
 
     def data_regions(self, pipeline: str) -> Collection[str]:
         return self._policies.get(pipeline, {}).keys()
 
     def regions_offering(self, pipeline: str) -> Collection[str]:
         return self._nodes.get(pipeline, {}).keys()
+
+    def service_floor(self, pipeline: str) -> float:
+        return self._floor.get(pipeline, math.inf)
 
     def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
         return self._nodes.get(pipeline, {}).get(region, {}).values()
@@ -197,6 +211,9 @@ class NodeRegistry:
 
     def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
         return self.index.offering(pipeline, region)
+
+    def service_floor(self, pipeline: str) -> float:
+        return self.index.service_floor(pipeline)
 
     def healthy(self, at: float | None = None) -> list[NodeEntry]:
         at = now() if at is None else at

@@ -135,6 +135,10 @@ class FleetView(Protocol):
         """The nodes of ``region`` offering ``pipeline``."""
         ...
 
+    def service_floor(self, pipeline: str) -> float:
+        """The least measured service time (ms) of ``pipeline`` on any node offering it (inf: none measured)."""
+        ...
+
 
 def _no_route(
     pipeline: str, client_region: str | None, data_region: str, in_region: int, full: bool, config: FleetConfig
@@ -182,6 +186,7 @@ def rank_top(
     if regions is None:  # an RTT that is not a finite non-negative number: let rank sort it out
         return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
     timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
+    floor = view.service_floor(pipeline)  # every node's expected latency is at least its RTT + this
     skipped: dict[str, str] = {}
     fresh: list[Choice] = []  # usable and not recently failed
     failed: list[Choice] = []  # usable, failed an offer lately: they rank after every fresh one
@@ -190,9 +195,11 @@ def rank_top(
             fresh.sort(key=_order)
             del fresh[limit:]
             last = fresh[-1]
-            # nodes here or farther have expected >= rtt, so a tier >= this bound: stop if the last
+            # nodes here or farther expect >= rtt + floor (a node that has not measured the pipeline
+            # expects the median of measured ones, >= floor), so a tier >= this bound: stop if the last
             # of the top `limit` beats that bound outright (equal tiers go on to warmth, load, id)
-            if last.same_region or _tier(last) < (rtt if tie <= 0 else round(rtt / tie)):
+            bound = rtt + floor
+            if last.same_region or _tier(last) < (bound if tie <= 0 else round(bound / tie)):
                 break
         same = client_region is not None and region == client_region
         for node in view.offering(pipeline, region):
@@ -204,9 +211,11 @@ def rank_top(
                 skipped[node.id] = "at_capacity"
                 continue
             offer = node.offer(pipeline)
-            if offer is None or not offer.stage_p90_ms:  # unmeasured: expected from the whole fleet's median
+            # unmeasured: expected from the whole fleet's median; below the floor: a report changed in place
+            # (the index follows heartbeats, not edits of a report it holds), so the bound cannot be trusted
+            if offer is None or not offer.stage_p90_ms or (service := offer.expected_ms()) < floor:
                 return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
-            expected = rtt + config.load_penalty_ms * node.utilisation + offer.expected_ms()
+            expected = rtt + config.load_penalty_ms * node.utilisation + service
             recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
             (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
     else:  # every region visited: these are all the usable nodes
