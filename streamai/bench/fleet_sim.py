@@ -240,6 +240,7 @@ class Simulation:
         self.ends: list[tuple[float, int]] = []  # (end time, session id)
         self.requests = 0
         self._remaining: dict[int, tuple[float, int]] = {}  # session id -> (end time, city)
+        self.active_by_minute: list[tuple[float, int, int]] = []  # (t, sessions, capacity of live nodes)
 
     def run(self, arrivals: list[tuple[float, int, float]], outage: tuple[float, str] | None) -> None:
         queue: list[tuple[float, int, float, bool]] = [(t, c, d, False) for t, c, d in arrivals]
@@ -255,6 +256,8 @@ class Simulation:
                 outage_done = True
                 for again in self._outage(*outage):
                     heapq.heappush(queue, again)
+            if not self.active_by_minute or t - self.active_by_minute[-1][0] >= 60:
+                self.active_by_minute.append((t, len(self.active), int(self.fleet.pop_free.sum()) + len(self.active)))
             session += 1
             node = self._route(t, city, reconnect)
             if node is not None:
@@ -382,9 +385,12 @@ def _hourly(sim: Simulation, hours: int) -> list[dict[str, Any]]:
         rtts = [r.rtt_ms for r in routed if r.rtt_ms is not None]
         p95 = _percentiles(rtts, 95)[0]
         best = _percentiles([r.best_ms for r in routed if r.best_ms is not None], 95)[0]
+        load = [(n, cap) for at, n, cap in sim.active_by_minute if int(at // 3600) == hour]
         rows.append(
             {
                 "hour": hour,
+                "sessions_peak": max((n for n, _ in load), default=0),
+                "utilisation_peak": round(max((n / cap for n, cap in load if cap), default=0.0), 3),
                 "requests": len(batch),
                 "routed": len(routed),
                 "refused": dict(refused),

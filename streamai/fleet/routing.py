@@ -187,6 +187,7 @@ def rank_top(
         return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
     timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
     floor = view.service_floor(pipeline)  # every node's expected latency is at least its RTT + this
+    penalty = config.load_penalty_ms
     skipped: dict[str, str] = {}
     fresh: list[Choice] = []  # usable and not recently failed
     failed: list[Choice] = []  # usable, failed an offer lately: they rank after every fresh one
@@ -203,19 +204,20 @@ def rank_top(
                 break
         same = client_region is not None and region == client_region
         for node in view.offering(pipeline, region):
-            state = node.state(at, timeout)
-            if state != "healthy":
-                skipped[node.id] = state
+            report = node.report  # NodeEntry.state/load/utilisation, inlined: this loop is the decision's cost
+            if at - node.last_seen > timeout or node.unreachable_at is not None:
+                skipped[report.node_id] = node.state(at, timeout)
                 continue
-            if node.load >= node.report.capacity:
-                skipped[node.id] = "at_capacity"
+            load = report.sessions + node.routed_since_heartbeat
+            if load >= report.capacity:
+                skipped[report.node_id] = "at_capacity"
                 continue
             offer = node.offer(pipeline)
             # unmeasured: expected from the whole fleet's median; below the floor: a report changed in place
             # (the index follows heartbeats, not edits of a report it holds), so the bound cannot be trusted
             if offer is None or not offer.stage_p90_ms or (service := offer.expected_ms()) < floor:
                 return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
-            expected = rtt + config.load_penalty_ms * node.utilisation + service
+            expected = rtt + penalty * (load / report.capacity) + service
             recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
             (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
     else:  # every region visited: these are all the usable nodes
