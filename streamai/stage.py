@@ -65,6 +65,10 @@ class Stage:
     # Params fields a running session may change with the ``params`` control message: the
     # engine validates the merged params with ``Params`` and calls ``apply_params``.
     live_params: ClassVar[frozenset[str]] = frozenset()
+    # False: the engine times ``process()`` as the stage's service time. True: the stage
+    # finishes frames after ``process()`` returns (a remote call in flight) and reports each
+    # frame's real service time with ``report_service_time``.
+    reports_service_time: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, context: StageContext) -> None:
         self.params = params
@@ -72,6 +76,7 @@ class Stage:
         self._push: Callable[[Frame], Awaitable[None]] | None = None
         self._drop: Callable[[Frame, str], None] | None = None
         self._downstream: Callable[[], float] | None = None
+        self._service: Callable[[float], None] | None = None
         self._executor: StageThread | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -122,16 +127,24 @@ class Stage:
         push: Callable[[Frame], Awaitable[None]],
         drop: Callable[[Frame, str], None] | None = None,
         downstream: Callable[[], float] | None = None,
+        service: Callable[[float], None] | None = None,
     ) -> None:
-        """Called by the engine: where pushed frames go, where drops are counted, what lies downstream."""
+        """Called by the engine: where pushed frames go, where drops are counted, what lies downstream,
+        and where reported service times go."""
         self._push = push
         self._drop = drop
         self._downstream = downstream
+        self._service = service
 
     def drop(self, frame: Frame, reason: str) -> None:
         """Count a frame this stage gave up on (in the engine's stats, events and metrics)."""
         if self._drop is not None:
             self._drop(frame, reason)
+
+    def report_service_time(self, seconds: float) -> None:
+        """For a stage with ``reports_service_time``: one frame's real service time (engine stats, admission)."""
+        if self._service is not None:
+            self._service(seconds)
 
     def downstream_estimate(self) -> float:
         """Seconds the stages after this one (and the send) are expected to take."""

@@ -142,7 +142,7 @@ async def test_min_replicas_zero_with_edge_fallback_serves_frames_before_the_rep
             assert invert.replica_pids and os.getpid() not in invert.replica_pids
             async with http.get(f"{url}/metrics") as response:
                 metrics = await response.text()
-            assert 'streamai_remote_events_total{stage="invert",event="fallback_edge"}' in metrics
+            assert 'streamai_remote_events_total{event="fallback_edge",stage="invert"}' in metrics
             print("edge fallback during cold start:", at_warm, invert.snapshot())
         finally:
             await probe.close(http)

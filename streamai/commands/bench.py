@@ -23,7 +23,9 @@ import streamai.bench
 
 
 def available() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(streamai.bench.__path__) if not m.name.startswith("_"))
+    """Benchmark names: module names with ``-`` for ``_`` (``fleet_sim`` -> ``fleet-sim``)."""
+    modules = pkgutil.iter_modules(streamai.bench.__path__)
+    return sorted(m.name.replace("_", "-") for m in modules if not m.name.startswith("_"))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"usage: streamai bench NAME [options]   (NAME: {', '.join(names)})", file=sys.stderr)
         return 0 if rest and rest[0] in ("-h", "--help") else 2
     name = rest[0]
-    module = importlib.import_module(f"streamai.bench.{name}")
+    module = importlib.import_module(f"streamai.bench.{name.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog=f"streamai bench {name}", description=(module.__doc__ or "").strip())
     parser.add_argument("--out", default=f"bench-results/{name}.json", help="where to write the JSON result")
     module.add_arguments(parser)

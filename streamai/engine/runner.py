@@ -88,11 +88,16 @@ class StageRunner:
         self.consecutive_errors = 0
         self.refusing_since: float | None = None
         self.task: asyncio.Task[None] | None = None
-        stage.bind(self.emit, self.drop, self.downstream_estimate)
+        stage.bind(self.emit, self.drop, self.downstream_estimate, self.observe_service)
 
     def drop(self, frame: Frame, reason: str) -> None:
         self.stats.drops[reason] += 1
         self.pipeline.note_drop(self.name, frame, reason)
+
+    def observe_service(self, seconds: float) -> None:
+        """One frame's service time: into the stats and the estimate that admission (here and upstream) uses."""
+        self.stats.service.observe(seconds)
+        self.estimator.update(seconds)
 
     def downstream_estimate(self) -> float:
         return sum(r.estimator.estimate for r in self.downstream) + SEND_COST_S
@@ -133,10 +138,9 @@ class StageRunner:
                 self._failed_frame(frame, exc)
                 continue
             self.consecutive_errors = 0
-            elapsed = now() - started
             stats.processed += 1
-            stats.service.observe(elapsed)
-            self.estimator.update(elapsed)
+            if not stage.reports_service_time:
+                self.observe_service(now() - started)
 
     def _admit(self, frame: Frame, at: float) -> bool:
         deadline = frame.deadline

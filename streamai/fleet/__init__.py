@@ -5,5 +5,5 @@
 - ``routing``: the pure choice of candidate nodes for one session request.
 - ``router``: the router's aiohttp application (``streamai router``).
 - ``agent``: the node side: registration and heartbeats (``streamai serve --router``).
-- ``remote``: stages placed ``remote``/``auto``, run by Ray Serve (imports Ray lazily).
+- ``remote``: stages placed ``remote``/``auto``, run by Ray Serve (a package, one module a concept; imports Ray lazily).
 """

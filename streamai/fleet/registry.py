@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -103,20 +106,89 @@ class NodeEntry:
         }
 
 
+class OfferIndex:
+    """Nodes by pipeline and region, and the ``data_region`` policies declared per pipeline.
+
+    What routing asks the fleet for (``routing.FleetView``): it reads the nodes of the
+    regions nearest the client, not the whole fleet. Kept up to date on every report
+    and removal (a report may change a node's region or pipelines).
+    """
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, dict[str, dict[str, NodeEntry]]] = {}  # pipeline -> region -> node id -> entry
+        self._policies: dict[str, Counter[str]] = {}  # pipeline -> data_region policy -> nodes declaring it
+        self._indexed: dict[str, list[tuple[str, str, str]]] = {}  # node id -> (pipeline, region, policy)
+        self._service: dict[str, dict[str, float]] = {}  # pipeline -> node id -> measured service ms
+        self._floor: dict[str, float] = {}  # pipeline -> the least measured service (kept while nodes change)
+
+    def add(self, entry: NodeEntry) -> None:
+        self.discard(entry.id)
+        keys: list[tuple[str, str, str]] = []
+        for offer in entry.report.pipelines:
+            if any(k[0] == offer.name for k in keys):
+                continue  # the first offer of a name is the one routing reads (NodeEntry.offer)
+            region = entry.report.region
+            self._nodes.setdefault(offer.name, {}).setdefault(region, {})[entry.id] = entry
+            self._policies.setdefault(offer.name, Counter())[offer.data_region] += 1
+            if offer.stage_p90_ms:
+                service = offer.expected_ms()
+                self._service.setdefault(offer.name, {})[entry.id] = service
+                self._floor[offer.name] = min(self._floor.get(offer.name, math.inf), service)
+            keys.append((offer.name, region, offer.data_region))
+        self._indexed[entry.id] = keys
+
+    def discard(self, node_id: str) -> None:
+        for pipeline, region, policy in self._indexed.pop(node_id, []):
+            by_region = self._nodes[pipeline]
+            del by_region[region][node_id]
+            if not by_region[region]:
+                del by_region[region]
+            if not by_region:
+                del self._nodes[pipeline]
+            policies = self._policies[pipeline]
+            policies[policy] -= 1
+            if policies[policy] <= 0:
+                del policies[policy]
+            if not policies:
+                del self._policies[pipeline]
+            services = self._service.get(pipeline, {})
+            service = services.pop(node_id, None)
+            if service is not None and service <= self._floor[pipeline]:  # the least one left: find the next
+                self._floor[pipeline] = min(services.values(), default=math.inf)
+
+    def data_regions(self, pipeline: str) -> Collection[str]:
+        return self._policies.get(pipeline, {}).keys()
+
+    def regions_offering(self, pipeline: str) -> Collection[str]:
+        return self._nodes.get(pipeline, {}).keys()
+
+    def service_floor(self, pipeline: str) -> float:
+        return self._floor.get(pipeline, math.inf)
+
+    def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
+        return self._nodes.get(pipeline, {}).get(region, {}).values()
+
+
 class NodeRegistry:
-    """The fleet by node id; a heartbeat from an unknown node registers it (router restarts are harmless)."""
+    """The fleet by node id; a heartbeat from an unknown node registers it (router restarts are harmless).
+
+    It is a ``routing.FleetView``: ``offering(pipeline, region)`` and friends read its ``OfferIndex``.
+    """
 
     def __init__(self, heartbeat_timeout_s: float) -> None:
         self.timeout_s = heartbeat_timeout_s
         self.nodes: dict[str, NodeEntry] = {}
+        self.index = OfferIndex()
 
     def heartbeat(self, report: NodeReport) -> tuple[NodeEntry, bool]:
         """Record a report; returns the entry and whether the node is new."""
         entry = self.nodes.get(report.node_id)
         if entry is None:
             entry = self.nodes[report.node_id] = NodeEntry(report)
+            self.index.add(entry)
             return entry, True
         entry.report = report
+        self.index.add(entry)
         entry.last_seen = now()
         entry.heartbeats += 1
         entry.routed_since_heartbeat = 0
@@ -124,7 +196,24 @@ class NodeRegistry:
         return entry, False
 
     def remove(self, node_id: str) -> bool:
+        self.index.discard(node_id)
         return self.nodes.pop(node_id, None) is not None
+
+    # -- routing.FleetView -----------------------------------------------------------
+    def all_nodes(self) -> Collection[NodeEntry]:
+        return self.nodes.values()
+
+    def data_regions(self, pipeline: str) -> Collection[str]:
+        return self.index.data_regions(pipeline)
+
+    def regions_offering(self, pipeline: str) -> Collection[str]:
+        return self.index.regions_offering(pipeline)
+
+    def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
+        return self.index.offering(pipeline, region)
+
+    def service_floor(self, pipeline: str) -> float:
+        return self.index.service_floor(pipeline)
 
     def healthy(self, at: float | None = None) -> list[NodeEntry]:
         at = now() if at is None else at

@@ -26,7 +26,7 @@ from ..web.auth import bearer_token, same_secret
 from ..web.protection import EntryGuard, Refused, guard_middleware, read_body
 from .config import FleetConfig
 from .registry import NodeRegistry, NodeReport
-from .routing import Decision, NoRoute, parse_client_rtt, rank
+from .routing import Decision, NoRoute, parse_client_rtt, rank_top
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class Router:
     def decide(self, pipeline: str, client_region: str | None, client_rtt: dict[str, float]) -> Decision:
         started = time.perf_counter()
         try:
-            return rank(self.registry.nodes.values(), pipeline, client_region, self.config, now(), client_rtt)
+            config = self.config
+            return rank_top(self.registry, pipeline, client_region, config, now(), client_rtt, config.max_attempts)
         finally:
             self.decide_time.observe(time.perf_counter() - started)
 

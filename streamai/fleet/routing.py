@@ -8,13 +8,22 @@ time, or the fleet's median measurement for a node that has not run it yet), a w
 (the pipeline's models loaded) before a cold one when their expected latencies are
 within ``warm_tie_ms``, then the most free capacity. A node that failed an offer of
 this pipeline lately (``failure_cooldown_s``) is kept, but tried last.
+
+``rank`` is the rule written plainly: it looks at every node. ``rank_top`` gives the
+same first ``limit`` candidates (what the router tries) from a ``FleetView`` that hands
+out the nodes offering a pipeline region by region: it visits regions by RTT from the
+client and stops once no node of a farther region could still enter the top ``limit``.
+It falls back to ``rank`` for the rare cases that need the whole fleet (errors, too few
+candidates, a node that has not measured the pipeline yet).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..errors import ClientError
 from .config import FleetConfig
@@ -83,22 +92,9 @@ def rank(
             "(send X-Client-Region, or configure client_prefixes)",
         )
     if not usable:
-        in_region = [n for n in offering if n.report.region == client_region]
-        if data_region == "required":
-            detail = (
-                f"{len(in_region)} node(s) there, none healthy with free capacity"
-                if in_region
-                else "no node there offers it"
-            )
-            raise NoRoute(
-                503,
-                "no_node_in_region",
-                f"pipeline {pipeline!r} requires data to stay in region {client_region!r}: {detail}",
-                retry_after=max(1, round(config.heartbeat_interval_s)),
-            )
-        if any(reason == "at_capacity" for reason in skipped.values()):
-            raise NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
-        raise NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
+        in_region = sum(1 for n in offering if n.report.region == client_region)
+        full = any(reason == "at_capacity" for reason in skipped.values())
+        raise _no_route(pipeline, client_region, data_region, in_region, full, config)
     rtt = {r: client_rtt_ms[r] if client_rtt_ms and r in client_rtt_ms else config.rtt(client_region, r)
            for r in {n.report.region for n in usable}}  # fmt: skip
     measured = [offers[n].expected_ms() for n in usable if offers[n].stage_p90_ms]
@@ -116,15 +112,193 @@ def rank(
     return Decision(choices, client_region, data_region, skipped)
 
 
+class FleetView(Protocol):
+    """What ``rank_top`` needs from the fleet's state: the nodes offering a pipeline, by region.
+
+    ``NodeRegistry`` keeps this index in memory; a shared store answers the same calls
+    (one key per pipeline and region), so ranking never reads the whole fleet.
+    """
+
+    def all_nodes(self) -> Iterable[NodeEntry]:
+        """Every node (for the rare whole-fleet fallback)."""
+        ...
+
+    def data_regions(self, pipeline: str) -> Collection[str]:
+        """The ``data_region`` policies the nodes offering ``pipeline`` declare (empty: nobody offers it)."""
+        ...
+
+    def regions_offering(self, pipeline: str) -> Collection[str]:
+        """Regions with at least one node offering ``pipeline`` (healthy or not)."""
+        ...
+
+    def offering(self, pipeline: str, region: str) -> Collection[NodeEntry]:
+        """The nodes of ``region`` offering ``pipeline``."""
+        ...
+
+    def service_floor(self, pipeline: str) -> float:
+        """The least measured service time (ms) of ``pipeline`` on any node offering it (inf: none measured)."""
+        ...
+
+
+def _no_route(
+    pipeline: str, client_region: str | None, data_region: str, in_region: int, full: bool, config: FleetConfig
+) -> NoRoute:
+    """Why no node can take the session (``in_region``: nodes of the client's region offering the pipeline)."""
+    if data_region == "required":
+        detail = (
+            f"{in_region} node(s) there, none healthy with free capacity" if in_region else "no node there offers it"
+        )
+        return NoRoute(
+            503,
+            "no_node_in_region",
+            f"pipeline {pipeline!r} requires data to stay in region {client_region!r}: {detail}",
+            retry_after=max(1, round(config.heartbeat_interval_s)),
+        )
+    if full:
+        return NoRoute(503, "fleet_at_capacity", "every healthy node offering the pipeline is full", retry_after=5)
+    return NoRoute(503, "no_healthy_node", f"no healthy node offers pipeline {pipeline!r}", retry_after=5)
+
+
+def rank_top(
+    view: FleetView,
+    pipeline: str,
+    client_region: str | None,
+    config: FleetConfig,
+    at: float,
+    client_rtt_ms: dict[str, float] | None = None,
+    limit: int = 3,
+) -> Decision:
+    """The first ``limit`` candidates of ``rank`` over ``view.all_nodes()``, found by visiting regions nearest first.
+
+    Same candidates, same order, same errors as ``rank``; ``skipped`` lists only the
+    nodes it looked at. Raises ``NoRoute`` like ``rank``.
+    """
+    policies = set(view.data_regions(pipeline))
+    if not policies:
+        raise NoRoute(404, "unknown_pipeline", f"no node in the fleet offers pipeline {pipeline!r}")
+    data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
+    if data_region == "required" and client_region is None:
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises 400
+    offering = view.regions_offering(pipeline)
+    if data_region == "required":
+        offering = [client_region] if client_region in offering else []
+    regions = _regions_by_rtt(config, client_region, offering, client_rtt_ms)
+    if regions is None:  # an RTT that is not a finite non-negative number: let rank sort it out
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
+    timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
+    floor = view.service_floor(pipeline)  # every node's expected latency is at least its RTT + this
+    penalty = config.load_penalty_ms
+    skipped: dict[str, str] = {}
+    fresh: list[Choice] = []  # usable and not recently failed
+    failed: list[Choice] = []  # usable, failed an offer lately: they rank after every fresh one
+    for _, rtt, region in regions:
+        if len(fresh) >= limit:
+            fresh.sort(key=_order)
+            del fresh[limit:]
+            last = fresh[-1]
+            # nodes here or farther expect >= rtt + floor (a node that has not measured the pipeline
+            # expects the median of measured ones, >= floor), so a tier >= this bound: stop if the last
+            # of the top `limit` beats that bound outright (equal tiers go on to warmth, load, id)
+            bound = rtt + floor
+            if last.same_region or _tier(last) < (bound if tie <= 0 else round(bound / tie)):
+                break
+        same = client_region is not None and region == client_region
+        for node in view.offering(pipeline, region):
+            report = node.report  # NodeEntry.state/load/utilisation, inlined: this loop is the decision's cost
+            if at - node.last_seen > timeout or node.unreachable_at is not None:
+                skipped[report.node_id] = node.state(at, timeout)
+                continue
+            load = report.sessions + node.routed_since_heartbeat
+            if load >= report.capacity:
+                skipped[report.node_id] = "at_capacity"
+                continue
+            offer = node.offer(pipeline)
+            # unmeasured: expected from the whole fleet's median; below the floor: a report changed in place
+            # (the index follows heartbeats, not edits of a report it holds), so the bound cannot be trusted
+            if offer is None or not offer.stage_p90_ms or (service := offer.expected_ms()) < floor:
+                return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
+            expected = rtt + penalty * (load / report.capacity) + service
+            recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
+            (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
+    else:  # every region visited: these are all the usable nodes
+        if not fresh and not failed:
+            in_region = len(view.offering(pipeline, client_region)) if client_region is not None else 0
+            full = any(reason == "at_capacity" for reason in skipped.values())
+            raise _no_route(pipeline, client_region, data_region, in_region, full, config)
+        if len(fresh) < limit:
+            fresh += failed
+    fresh.sort(key=_order)
+    return Decision(fresh[:limit], client_region, data_region, skipped)
+
+
+RegionOrder = list[tuple[float, float, str]]  # (visit order, RTT, region): the client's region first, then by RTT
+
+
+def _regions_by_rtt(
+    config: FleetConfig, client: str | None, regions: Collection[str], measured: dict[str, float] | None
+) -> RegionOrder | None:
+    """``regions`` in visiting order for a client; None if an RTT is not a finite non-negative number.
+
+    Without client-measured RTTs the order depends only on the config, the client's region
+    and the set of regions, so it is memoised per config (a router's config is fixed once
+    loaded): most decisions then read the order instead of estimating every region's RTT.
+    """
+    key = tuple(regions)
+    memo: dict[str | None, tuple[tuple[str, ...], RegionOrder | None]] | None = None
+    if not measured and len(key) > 4:  # a short list (a required pipeline: one region) is cheaper to sort
+        entry = _ORDER_MEMO.get(id(config))
+        if entry is None or entry[0] is not config:
+            if len(_ORDER_MEMO) >= 16:
+                _ORDER_MEMO.clear()
+            entry = _ORDER_MEMO[id(config)] = (config, {})
+        memo = entry[1]
+        known = memo.get(client)
+        if known is not None and known[0] == key:
+            return known[1]
+    order: RegionOrder | None = []
+    for region in key:
+        rtt = measured[region] if measured and region in measured else config.rtt(client, region)
+        if not (math.isfinite(rtt) and rtt >= 0):
+            order = None
+            break
+        order.append((-1.0 if region == client else rtt, rtt, region))
+    if order is not None:
+        order.sort()
+    if memo is not None:
+        memo[client] = (key, order)
+    return order
+
+
+# config -> client region -> (the regions it was computed for, their visiting order)
+_ORDER_MEMO: dict[int, tuple[FleetConfig, dict[str | None, tuple[tuple[str, ...], RegionOrder | None]]]] = {}
+
+
+def _whole_fleet(
+    view: FleetView,
+    pipeline: str,
+    client_region: str | None,
+    config: FleetConfig,
+    at: float,
+    client_rtt_ms: dict[str, float] | None,
+    limit: int,
+) -> Decision:
+    decision = rank(view.all_nodes(), pipeline, client_region, config, at, client_rtt_ms)
+    decision.candidates = decision.candidates[:limit]
+    return decision
+
+
+def _tier(choice: Choice) -> float:
+    return round(choice.expected_ms / choice.tie_ms) if choice.tie_ms > 0 else choice.expected_ms
+
+
 def _order(choice: Choice) -> tuple[bool, bool, float, bool, float, int, str]:
     """Recently failed last, then the client's region, lowest expected latency (warm first among
     equals: within ``tie_ms``), most free capacity."""
     free = choice.node.report.capacity - choice.node.load
-    tier = round(choice.expected_ms / choice.tie_ms) if choice.tie_ms > 0 else choice.expected_ms
     return (
         choice.recently_failed,
         not choice.same_region,
-        tier,
+        _tier(choice),
         not choice.warm,
         choice.expected_ms,
         -free,
