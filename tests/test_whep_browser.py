@@ -34,11 +34,13 @@ def test_three_chromium_viewers_share_one_pipeline_run() -> None:
         try:
             line = publisher.stdout.readline() if publisher.stdout else ""
             assert line.startswith("SESSION "), f"publisher said {line!r}\n{server.log_tail()}"
-            session = line.split()[1]
+            session, session_token, viewer_token = line.split()[1:4]
             with tempfile.TemporaryDirectory(prefix="streamai-whep-chromium-") as profile:
                 scenario = {
                     "base": server.base,
                     "session": session,
+                    "sessionToken": session_token,
+                    "viewerToken": viewer_token,
                     "viewers": 3,
                     "windowMs": WINDOW_MS,
                     "chromium": browser.chromium_path(),

@@ -310,6 +310,10 @@ export class Session {
     }
     this.answer = answer;
     this.sessionId = answer.session_id ?? null;
+    // the session's own capability: it reads and steers this session (DELETE, events); the API
+    // token only opened it. The viewer token lets others watch over WHEP, nothing else.
+    this.sessionToken = typeof answer.session_token === 'string' ? answer.session_token : null;
+    this.viewerToken = typeof answer.viewer_token === 'string' ? answer.viewer_token : null;
     this.pipeline = answer.pipeline ?? this.pipeline;
     // through a fleet router the answer names the node that holds the session: talk to it directly
     this.nodeUrl = typeof answer.node_url === 'string' && answer.node_url ? answer.node_url : o.url;
@@ -465,9 +469,11 @@ export class Session {
   _openSocket(eventsUrl) {
     const { WebSocket } = this.deps;
     if (typeof WebSocket !== 'function') throw new StreamaiError('WebSocket is not available', { code: 'unsupported' });
-    let url = websocketUrl(eventsUrl, this.nodeUrl ?? this.options.url, this.deps.location);
-    if (this.options.token) url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(this.options.token)}`;
-    const ws = new WebSocket(url);
+    const url = websocketUrl(eventsUrl, this.nodeUrl ?? this.options.url, this.deps.location);
+    // a browser cannot set headers on a WebSocket: the session token rides as a subprotocol
+    // (never in the URL, which would land in logs); the node answers 'streamai.v1'
+    const protocols = this.sessionToken ? ['streamai.v1', `streamai.bearer.${this.sessionToken}`] : ['streamai.v1'];
+    const ws = new WebSocket(url, protocols);
     this.socket = ws;
     ws.addEventListener('message', (e) => this._onMessage(e.data));
     ws.addEventListener('close', () => {
@@ -642,7 +648,7 @@ export class Session {
       const res = await request(
         this.deps,
         endpoint(this.nodeUrl ?? this.options.url, `/v1/sessions/${encodeURIComponent(id)}`),
-        { method: 'DELETE', headers: authHeaders(this.options.token), keepalive: true },
+        { method: 'DELETE', headers: authHeaders(this.sessionToken), keepalive: true },
         3000,
       );
       if (!res.ok && res.status !== 404) this.emitter.emit('warning', { message: `DELETE session: HTTP ${res.status}` });

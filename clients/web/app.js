@@ -45,7 +45,9 @@ const ui = {
 };
 
 const params = new URLSearchParams(location.search);
-const server = { url: params.get('server') || '', token: params.get('token') || undefined };
+// the API token (if the node has one) comes from the fragment: #token=... never reaches a server log
+const fragment = new URLSearchParams(location.hash.slice(1));
+const server = { url: params.get('server') || '', token: fragment.get('token') || undefined };
 
 /** Test and debugging hook: the live session and what the page has seen. */
 const demo = {
@@ -448,16 +450,20 @@ async function loadPipelines() {
 setState('idle');
 loadPipelines();
 
-// Anyone with this link watches the processed stream over WHEP (one pipeline run, many viewers).
+// Anyone with this link watches the processed stream over WHEP (one pipeline run, many viewers), and
+// can do nothing else: it carries the session's viewer token, in the fragment (#...), which browsers
+// never send to a server, so it stays out of logs.
 ui.share.addEventListener('click', async () => {
   const id = demo.session?.sessionId;
-  if (!id) return;
-  const link = new URL(`/web/viewer.html?session=${encodeURIComponent(id)}`, location.href).href;
+  const viewer = demo.session?.viewerToken;
+  if (!id || !viewer) return;
+  const fragment = new URLSearchParams({ session: id, viewer }).toString();
+  const link = new URL(`/web/viewer.html#${fragment}`, location.href).href;
   try {
     await navigator.clipboard?.writeText(link);
   } catch {
     // clipboard may be refused; the new tab still opens
   }
   window.open(link, '_blank', 'noopener');
-  logEvent('state', `viewer link: ${link}`);
+  logEvent('state', `viewer link for session ${id} opened in a new tab`);
 });

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -196,12 +197,14 @@ class LoopbackNamespace:
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
 
-    def http_json(self, url: str, timeout: float = 5.0) -> tuple[int, Any]:
-        """GET ``url`` from inside the namespace: (status, parsed JSON or text)."""
+    def http_json(self, url: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, Any]:
+        """GET ``url`` from inside the namespace (with ``token`` as bearer): (status, parsed JSON or text)."""
         code = (
             "import json,sys,urllib.request,urllib.error\n"
             "try:\n"
-            f"    r=urllib.request.urlopen(sys.argv[1], timeout={timeout})\n"
+            "    h={'Authorization': 'Bearer '+sys.argv[2]} if sys.argv[2] else {}\n"
+            "    q=urllib.request.Request(sys.argv[1], headers=h)\n"
+            f"    r=urllib.request.urlopen(q, timeout={timeout})\n"
             "    print(json.dumps([r.status, r.read().decode()]))\n"
             "except urllib.error.HTTPError as e:\n"
             "    print(json.dumps([e.code, e.read().decode()]))\n"
@@ -209,7 +212,10 @@ class LoopbackNamespace:
             "    print(json.dumps([0, str(e)]))\n"
         )
         out = subprocess.run(
-            self.wrap([sys.executable, "-c", code, url]), capture_output=True, text=True, timeout=timeout + 10
+            self.wrap([sys.executable, "-c", code, url, token or ""]),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 10,
         )
         status, body = json.loads(out.stdout.strip().splitlines()[-1])
         with contextlib.suppress(ValueError):
@@ -242,6 +248,7 @@ class ServerProcess:
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.extra_args = extra_args or []
+        self.admin_token = secrets.token_urlsafe(24)  # the tests list sessions as the node's admin
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout: float = 60.0) -> ServerProcess:
@@ -249,7 +256,7 @@ class ServerProcess:
         cmd += ["--ice-loopback", *self.extra_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "STREAMAI_ADMIN_TOKEN": self.admin_token}
         self.proc = subprocess.Popen(self.ns.wrap(cmd), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
@@ -262,7 +269,8 @@ class ServerProcess:
         raise RuntimeError(f"streamai serve not ready within {ready_timeout:.0f} s:\n{self.log_tail()}")
 
     def get(self, path: str) -> tuple[int, Any]:
-        return self.ns.http_json(f"{self.base}{path}")
+        """GET ``path`` on the node as its admin."""
+        return self.ns.http_json(f"{self.base}{path}", token=self.admin_token)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -62,7 +62,8 @@ def drive(server: browser.ServerProcess) -> Any:
     """Runs one driver scenario; saves its result as test-artifacts/browser/<name>.json."""
 
     def run(name: str, scenario: dict[str, Any], timeout: float = 150.0) -> dict[str, Any]:
-        result = browser.run_driver(server.ns, {"base": server.base, **scenario}, timeout=timeout)
+        config = {"base": server.base, "adminToken": server.admin_token, **scenario}
+        result = browser.run_driver(server.ns, config, timeout=timeout)
         out = ARTIFACTS / "browser"
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))

@@ -19,7 +19,8 @@ const step = (name, extra = {}) => {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function getJson(url) {
-  const res = await fetch(url);
+  // the driver lists sessions as the node's admin (a client sees only its own session)
+  const res = await fetch(url, { headers: cfg.adminToken ? { Authorization: `Bearer ${cfg.adminToken}` } : {} });
   return { status: res.status, body: await res.json().catch(() => null) };
 }
 

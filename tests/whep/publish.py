@@ -29,7 +29,8 @@ async def main() -> int:
     async with aiohttp.ClientSession() as http:
         publisher = WhipPublisher(f"{args.base}/whip/{args.pipeline}")
         await publisher.start(http)
-        print(f"SESSION {publisher.session_id}", flush=True)
+        # the session id, its own token (the test's GETs) and its viewer token (the viewer pages)
+        print(f"SESSION {publisher.session_id} {publisher.session_token} {publisher.viewer_token}", flush=True)
         try:
             await asyncio.sleep(args.seconds)
         finally:

@@ -16,7 +16,8 @@ const step = (name, extra = {}) => {
   process.stderr.write(`[viewers +${Date.now() - t0}ms] ${name} ${JSON.stringify(extra)}\n`);
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const getJson = async (p) => (await fetch(cfg.base + p)).json();
+// the test reads the viewers list with the session's own token; the pages watch with the viewer token
+const getJson = async (p) => (await fetch(cfg.base + p, { headers: { Authorization: `Bearer ${cfg.sessionToken}` } })).json();
 
 async function waitFor(what, fn, timeoutMs) {
   const end = Date.now() + timeoutMs;
@@ -90,7 +91,7 @@ try {
       const s = await navigator.mediaDevices.getUserMedia({ audio: true });
       s.getTracks().forEach((t) => t.stop());
     });
-    await page.goto(`${cfg.base}/web/viewer.html?session=${cfg.session}`);
+    await page.goto(`${cfg.base}/web/viewer.html#session=${cfg.session}&viewer=${cfg.viewerToken}`);
     pages.push(page);
   }
   for (const [i, page] of pages.entries()) {
