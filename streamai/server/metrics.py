@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from ..engine.stats import Histogram
+from .history import PipelineTotals
 from .sessions import SessionManager
 
 
@@ -80,5 +81,39 @@ def render(manager: SessionManager, extra: Iterable[str] = ()) -> str:
     for pipeline, totals in sorted(by_pipeline.items()):
         if totals.viewer_latency.count:
             _histogram(lines, "streamai_viewer_latency_seconds", totals.viewer_latency, pipeline=pipeline)
+    lines += _stage_observations(by_pipeline)
     lines.extend(extra)
     return "\n".join(lines) + "\n"
+
+
+def _stage_observations(by_pipeline: dict[str, PipelineTotals]) -> list[str]:
+    """What stages measure themselves (``streamai_<name>_seconds``, e.g. the avatar's prompt -> frame
+    time) and the quality ladder's steps and frames by level."""
+    lines: list[str] = []
+    names = sorted({name for totals in by_pipeline.values() for _, name in totals.observed})
+    for name in names:
+        metric = f"streamai_{name}_seconds"
+        lines += [f"# HELP {metric} Measured by the stage itself ({name}).", f"# TYPE {metric} histogram"]
+        for pipeline, totals in sorted(by_pipeline.items()):
+            for (stage, observed), histogram in sorted(totals.observed.items()):
+                if observed == name:
+                    _histogram(lines, metric, histogram, pipeline=pipeline, stage=stage)
+    lines += [
+        "# HELP streamai_degrade_steps_total Quality-ladder steps (degrade: in the pipeline), by direction.",
+        "# TYPE streamai_degrade_steps_total counter",
+    ]
+    for pipeline, totals in sorted(by_pipeline.items()):
+        for (stage, direction), count in sorted(totals.degrade_steps.items()):
+            lines.append(
+                f"streamai_degrade_steps_total{_labels(pipeline=pipeline, stage=stage, direction=direction)} {count}"
+            )
+    lines += [
+        "# HELP streamai_stage_level_frames_total Frames a laddered stage processed, by quality level (0: configured).",
+        "# TYPE streamai_stage_level_frames_total counter",
+    ]
+    for pipeline, totals in sorted(by_pipeline.items()):
+        for (stage, level), count in sorted(totals.level_frames.items()):
+            lines.append(
+                f"streamai_stage_level_frames_total{_labels(pipeline=pipeline, stage=stage, level=level)} {count}"
+            )
+    return lines
