@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 FACE = (slice(180, 360), slice(230, 410))  # inside the 300x300 face the camera shows at (170, 120)
 PROMPTS = ["a bronze statue", "a watercolor portrait"] * 3
-CHANGED = 4.0  # mean grey levels: a prompt moves the tiny model's face by 10-15, VP8 noise by well under 1
+CHANGED = 1.5  # mean grey levels of 16x16 block means: a prompt moves them by ~3, codec noise by < 1
 
 
 class FaceWatch:
@@ -40,8 +40,14 @@ class FaceWatch:
         return [(t, face) for t, face in self.frames if t > at]
 
 
+def blocks(face: np.ndarray, k: int = 16) -> np.ndarray:
+    """Mean colour of k x k blocks: a face box a few pixels elsewhere barely moves these."""
+    h, w = face.shape[0] // k * k, face.shape[1] // k * k
+    return face[:h, :w].reshape(h // k, k, w // k, k, 3).mean(axis=(1, 3))
+
+
 def change(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).mean())
+    return float(np.abs(blocks(a) - blocks(b)).mean())
 
 
 async def settle(watch: FaceWatch, camera: FaceCameraTrack, limit_s: float = 60.0) -> np.ndarray:
@@ -57,7 +63,7 @@ async def settle(watch: FaceWatch, camera: FaceCameraTrack, limit_s: float = 60.
             restyled = change(faces[-1], camera.canvas[FACE].astype(np.float32))
             moving = max(change(faces[-1], f) for f in faces[:-1])
             seen.append((round(restyled, 1), round(moving, 2)))
-            if restyled > 8 and moving < CHANGED / 2:
+            if restyled > 8 and moving < CHANGED / 3:
                 return faces[-1]
     raise AssertionError(f"the restyled face never settled (change from input, from the frames before): {seen[-10:]}")
 
@@ -65,7 +71,9 @@ async def settle(watch: FaceWatch, camera: FaceCameraTrack, limit_s: float = 60.
 async def test_prompt_to_first_changed_face_over_webrtc_tiny_generated_model(tmp_path: Path) -> None:
     # the shipped tiny pipeline with a budget a loaded 2-core machine can meet (a pass of the tiny model
     # takes 70 ms on a quiet one, seconds under load): this test is about the prompt, not the budget
+    # and a wide dead band: the camera is still, the codec's noise must not move the face box
     text = (ROOT / "pipelines" / "face-avatar-tiny.yaml").read_text().replace("budget_ms: 500", "budget_ms: 4000")
+    text = text.replace("params: {detect_every:", "params: {deadband: 0.3, detect_every:")
     (tmp_path / "face-avatar-tiny.yaml").write_text(text)
     settings = ServerSettings(port=0, ice_loopback=True, pipelines_dir=tmp_path)
     camera = FaceCameraTrack()
