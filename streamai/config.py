@@ -53,6 +53,15 @@ class StageConfig(Strict):
     max_errors: int = Field(20, ge=1)
     placement: Literal["edge", "remote", "auto"] = "edge"
     remote: RemoteConfig | None = None
+    # quality ladder: parameter overrides to step down to, in order, when a frame would miss its
+    # deadline at the configured quality (see streamai/engine/ladder.py); empty: drop (strict)
+    degrade: list[dict[str, Any]] = Field(default_factory=list, max_length=8)
+
+    @model_validator(mode="after")
+    def _degrade_on_edge(self) -> StageConfig:
+        if self.degrade and self.placement != "edge":
+            raise ValueError("'degrade' needs placement: edge (a remote replica keeps its own parameters)")
+        return self
 
 
 class PipelineConfig(Strict):
@@ -231,6 +240,16 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
                     else:
                         message = first["msg"]
                     raise fail((*prefix, index, "params", *field_loc), message) from None
+                for level, overrides in enumerate(stage_config.degrade):
+                    try:
+                        cls.Params.model_validate({**stage_config.params, **overrides})
+                    except ValidationError as exc:
+                        first = exc.errors()[0]
+                        field_loc = tuple(first["loc"])
+                        message = first["msg"]
+                        if first["type"] == "extra_forbidden":
+                            message = f"unknown parameter {field_loc[-1]!r}"
+                        raise fail((*prefix, index, "degrade", level, *field_loc), message) from None
                 if stage_config.model is not None:
                     problem = _unknown_model(stage_config.model)
                     if problem:

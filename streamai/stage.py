@@ -73,10 +73,14 @@ class Stage:
     def __init__(self, params: BaseModel, context: StageContext) -> None:
         self.params = params
         self.context = context
+        # the quality levels the engine may switch between (``degrade:`` in YAML), level 0 first;
+        # set before ``start()`` so that a stage can warm each one up
+        self.ladder_params: list[BaseModel] = []
         self._push: Callable[[Frame], Awaitable[None]] | None = None
         self._drop: Callable[[Frame, str], None] | None = None
         self._downstream: Callable[[], float] | None = None
         self._service: Callable[[float], None] | None = None
+        self._histogram: Callable[[str], Any] | None = None
         self._executor: StageThread | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -122,19 +126,41 @@ class Stage:
         """
         return None
 
+    def prepare_control(self, frame: ControlFrame) -> None:
+        """Called on the event loop the moment a control frame enters the pipeline, before it queues
+        behind media: start slow preparation here (e.g. prompt embeddings); must not block.
+        ``on_control`` still runs later, in order."""
+
+    def pending_cost_s(self) -> float:
+        """Seconds of one-off work (started by ``prepare_control``) the next admitted frame will wait
+        for on top of its usual service time; admission counts it."""
+        return 0.0
+
+    def set_params(self, params: BaseModel) -> None:
+        """Switch to other validated parameters between frames (a quality-ladder step)."""
+        self.params = params
+
     def bind(
         self,
         push: Callable[[Frame], Awaitable[None]],
         drop: Callable[[Frame, str], None] | None = None,
         downstream: Callable[[], float] | None = None,
         service: Callable[[float], None] | None = None,
+        histogram: Callable[[str], Any] | None = None,
     ) -> None:
         """Called by the engine: where pushed frames go, where drops are counted, what lies downstream,
-        and where reported service times go."""
+        where reported service times go, where the stage's own observations are kept."""
         self._push = push
         self._drop = drop
         self._downstream = downstream
         self._service = service
+        self._histogram = histogram
+
+    def observe(self, name: str, seconds: float) -> None:
+        """Record a duration the stage measured itself (a histogram in stats and ``/metrics``,
+        ``streamai_<name>_seconds``); ``name`` is lower_snake_case."""
+        if self._histogram is not None:
+            self._histogram(name).observe(seconds)
 
     def drop(self, frame: Frame, reason: str) -> None:
         """Count a frame this stage gave up on (in the engine's stats, events and metrics)."""
@@ -162,9 +188,13 @@ class Stage:
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on this stage's own thread, off the event loop."""
+        return await self.submit_blocking(fn, *args)
+
+    def submit_blocking(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue ``fn(*args)`` on this stage's own thread now (calls run in order); await the result later."""
         if self._executor is None:
             self._executor = StageThread(f"stage-{self.context.name}")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def emit_event(self, type_: str, **fields: Any) -> None:
         """Publish a JSON event (transcript, translation, ...) to the session's clients."""

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamai.config import load_pipeline
+from streamai.config import StageConfig, load_pipeline
 from streamai.engine import CollectingSink, PipelineRunner
-from streamai.frames import ControlKind, FrameKind, VideoFrame
+from streamai.frames import ControlKind, FrameKind, VideoFrame, now
 from streamai.stage import StageRegistry
 from streamai.testing.face_media import camera_frame
 
@@ -103,10 +103,8 @@ async def test_tiny_generated_model_prompt_change_changes_output_and_event(root:
     assert any(e["prompt"] == "a bronze statue" and e["seq"] == first_new.seq for e in events)
 
 
-async def test_tiny_generated_model_slower_than_camera_drops_and_is_never_late(
-    root: Path, registry: StageRegistry
-) -> None:
-    """30 fps in, a diffusion stage far slower than 33 ms: output fps falls, latency stays in budget."""
+async def test_tiny_generated_model_at_camera_rate_is_never_late(root: Path, registry: StageRegistry) -> None:
+    """30 fps in through the real tiny model: whatever this machine's speed, nothing late, nothing broken."""
     runner = avatar_runner(root, registry, budget_ms=500)  # the YAML's budget
     await runner.start()
     image = camera_frame()
@@ -119,11 +117,50 @@ async def test_tiny_generated_model_slower_than_camera_drops_and_is_never_late(
     frames = delivered(runner)
     diffusion = runner.stats.stages["diffusion"]
     report = f"delivered {len(frames)}, {runner.snapshot()}"
+    # how many come out depends on this machine (none when one pass takes longer than the budget);
+    # what holds anywhere: those that do are on time, whole and restyled with the prompt; the rest are counted
     assert all(at - f.capture_time <= 0.5 for at, f in frames), report  # zero frames older than the budget
     assert all(at <= f.deadline for at, f in frames), report
-    # One UNet pass at 256 takes 60-200 ms on a quiet 2-core CPU (seconds on a loaded one); the camera
-    # gives a frame every 33 ms: the diffusion stage runs some frames and drops most, never errs.
-    assert diffusion.processed >= 1 and diffusion.errors == 0, report
-    assert sum(diffusion.drops.values()) >= 10, report
-    assert len(frames) < sent / 2, report
+    assert all(f.image.shape == image.shape and f.meta["prompt"] == "a portrait, oil painting" for _, f in frames)
+    assert diffusion.processed >= 1 and diffusion.errors == 0, report  # the model ran (a probe at least)
     assert runner.stats.frames_out.get(FrameKind.VIDEO.value, 0) == len(frames)
+    assert sent - len(frames) - 6 <= runner.stats.total_drops() <= sent - len(frames), report  # 6: in flight at stop
+
+
+SERVICE_S = 0.1  # ~3 camera frame intervals
+
+
+async def test_avatar_chain_slower_than_camera_by_construction_drops_and_is_never_late(
+    root: Path, registry: StageRegistry
+) -> None:
+    """A stage with a set 100 ms service time after the diffusion stage makes the chain slower than a
+    30 fps camera on any machine: at most one frame per 100 ms comes out, the rest are dropped (counted),
+    and none is delivered after its deadline."""
+    config = load_pipeline(root / "pipelines" / "face-avatar-tiny.yaml", registry)
+    slow = StageConfig(
+        type="delay", name="slow", params={"ms": SERVICE_S * 1000}, queue="latest", expected_ms=SERVICE_S * 1000
+    )
+    stages = list(config.stages or [])
+    stages.insert(2, slow)  # face -> diffusion -> slow -> composite
+    runner = PipelineRunner(config.model_copy(update={"stages": stages}), registry, CollectingSink())
+    await runner.start()
+    image = camera_frame()
+    sent = 60
+    started = now()
+    for index in range(sent):
+        runner.submit(VideoFrame(image=image, pts=index))
+        await asyncio.sleep(1 / 30)
+    await asyncio.sleep(0.8)
+    window = now() - started
+    await runner.stop()
+    frames = delivered(runner)
+    report = f"delivered {len(frames)} in {window:.2f} s, {runner.snapshot()}"
+    assert all(at <= f.deadline for at, f in frames), report  # zero late frames
+    assert all(at - f.capture_time <= 0.5 for at, f in frames), report
+    # the slow stage finishes at most one frame per 100 ms: the camera's 30 fps cannot all come out
+    assert runner.stats.stages["slow"].processed <= window / SERVICE_S + 1, report
+    assert len(frames) <= window / SERVICE_S + 1 < sent, report
+    # every frame that did not come out was dropped and counted (a few may be in flight at stop)
+    in_flight = 2 * len(stages)
+    assert sent - len(frames) - in_flight <= runner.stats.total_drops() <= sent - len(frames), report
+    assert runner.stats.stages["diffusion"].errors == 0, report

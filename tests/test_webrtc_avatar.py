@@ -14,26 +14,12 @@ from PIL import Image
 
 from streamai.frames import now
 from streamai.server.app import SESSIONS
-from streamai.testing.media import draw_barcode
+from streamai.testing.face_camera import FaceCameraTrack
 from streamai.testing.node import running_node
-from streamai.testing.peer import PacedVideoTrack, Probe
+from streamai.testing.peer import Probe
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.models, pytest.mark.slow]
-
-
-class FaceCameraTrack(PacedVideoTrack):
-    """A 640x480 camera at 30 fps showing the astronaut's face, each frame numbered by a barcode."""
-
-    def __init__(self) -> None:
-        super().__init__(fps=30.0)
-        canvas = np.full((480, 640, 3), 90, np.uint8)
-        face = Image.open(ROOT / "assets" / "astronaut-face.jpg").convert("RGB").resize((300, 300))
-        canvas[120:420, 170:470] = np.asarray(face)
-        self.canvas = canvas
-
-    def picture(self, index: int) -> np.ndarray:
-        return draw_barcode(self.canvas.copy(), index)
 
 
 async def test_avatar_over_webrtc_with_tiny_generated_model_is_never_late() -> None:

@@ -56,6 +56,7 @@ const demo = {
   counts: {},
   lastMetrics: null,
   prompts: [],
+  applied: [], // avatar_prompt events where a stage first generated with a new prompt
   errors: [],
   ready: false,
 };
@@ -267,6 +268,7 @@ async function start() {
   resetCaptions();
   resetMetrics();
   demo.counts = {};
+  demo.applied = [];
   try {
     localStream = await navigator.mediaDevices.getUserMedia({
       audio: inputs.includes('audio') ? { echoCancellation: true, noiseSuppression: false, autoGainControl: false } : false,
@@ -310,7 +312,7 @@ async function start() {
     prompt: (e) => {
       count('prompt');
       demo.prompts.push(e.text);
-      ui.promptEcho.textContent = `Applied: “${e.text}”`;
+      ui.promptEcho.textContent = `Received: “${e.text}”`;
       ui.promptEcho.classList.remove('muted');
       logEvent('prompt', e.text);
     },
@@ -331,7 +333,14 @@ async function start() {
     },
     metrics: (m) => renderMetrics(m),
     warning: (w) => logEvent('warning', w.message, 'dim'),
-    event: (e) => count('event'),
+    event: (e) => {
+      count('event');
+      if (e.type === 'avatar_prompt' && e.changed) {
+        demo.applied.push({ prompt: e.prompt, latencyMs: e.latency_ms ?? null, at: performance.now() });
+        const took = e.latency_ms != null ? ` in ${Math.round(e.latency_ms)} ms` : '';
+        ui.promptEcho.textContent = `Applied: “${e.prompt}”${took}`;
+      }
+    },
   };
 
   try {

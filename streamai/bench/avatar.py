@@ -7,6 +7,13 @@ engine's clock (the engine's ``end_to_end`` histogram). Time shares come from ea
 stage's summed service time; the codec share uses a standalone VP8 encode + decode
 of the delivered 640x480 frames with PyAV (the WebRTC path decodes every camera frame
 and encodes one output frame per camera frame, repeating the last good one).
+
+Prompt -> face: every ``--prompt-every`` seconds a new prompt is sent as a control frame
+while the camera runs; the diffusion stage reports the time from its arrival to the first
+frame generated with it (``prompt_to_frame``), given as p50/p95 with how many prompts were
+applied. ``--degrade 384,256`` adds a quality ladder to the diffusion stage (sizes to step
+down to); its steps and the frames processed at each level are reported.
+`--model sd-turbo-architecture-random --tiny-vae taesd` measures SD-Turbo's full architecture.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--pipeline", default=str(PIPELINE))
     parser.add_argument("--no-codec", action="store_true", help="skip the VP8 encode/decode timing")
+    parser.add_argument("--prompt-every", type=float, default=2.0, help="seconds between prompt changes (0: none)")
+    parser.add_argument("--tiny-vae", default=None, help="tiny autoencoder folder ('taesd' inside the model's)")
+    parser.add_argument("--degrade", default="", help="quality ladder for the diffusion stage: sizes, e.g. 384,256")
+    parser.add_argument("--budget-ms", type=float, default=None, help="pipeline budget (default: the YAML's)")
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -43,7 +54,7 @@ def _ms(seconds: float | None) -> float | None:
 async def _run_size(args: argparse.Namespace, size: int, image: np.ndarray) -> tuple[dict[str, Any], list[np.ndarray]]:
     from ..config import load_pipeline
     from ..engine import CollectingSink, PipelineRunner
-    from ..frames import VideoFrame, now
+    from ..frames import ControlKind, VideoFrame, now
     from ..stage import StageRegistry
 
     registry = StageRegistry()
@@ -52,17 +63,26 @@ async def _run_size(args: argparse.Namespace, size: int, image: np.ndarray) -> t
         if stage_config.type == "avatar-diffusion":
             stage_config.model = args.model or stage_config.model
             stage_config.device = args.device or stage_config.device
+        if stage_config.type == "avatar-diffusion" and args.degrade:
+            stage_config.degrade = [{"size": int(s)} for s in args.degrade.split(",") if s.strip()]
+    if args.budget_ms:
+        config = config.model_copy(update={"budget_ms": args.budget_ms})
     names = {c.type: (c.name or c.type) for c in config.stages or []}
-    params = {
-        names["face-detect"]: {"crop_size": size},
-        names["avatar-diffusion"]: {"size": size, "steps": args.steps, "strength": args.strength},
-    }
+    diffusion_params: dict[str, Any] = {"size": size, "steps": args.steps, "strength": args.strength}
+    if args.tiny_vae:
+        diffusion_params["tiny_vae"] = args.tiny_vae
+    params = {names["face-detect"]: {"crop_size": size}, names["avatar-diffusion"]: diffusion_params}
     sink = CollectingSink()
     runner = PipelineRunner(config, registry, sink, params=params)
+    loading = now()
     await runner.start()
-    period, sent = 1 / args.fps, 0
+    start_s = now() - loading
+    period, sent, prompts = 1 / args.fps, 0, 0
     started = now()
     while now() - started < args.seconds:
+        if args.prompt_every > 0 and now() - started >= (prompts + 1) * args.prompt_every:
+            prompts += 1
+            runner.control(ControlKind.PROMPT, {"text": f"a portrait, style {prompts}"})
         runner.submit(VideoFrame(image=image, pts=sent))
         sent += 1
         await asyncio.sleep(max(0.0, started + sent * period - now()))
@@ -75,8 +95,25 @@ async def _run_size(args: argparse.Namespace, size: int, image: np.ndarray) -> t
     e2e = stats.end_to_end
     labels = {"face-detect": "face", "avatar-diffusion": "diffusion", "composite": "composite"}
     busy = {label: stats.stages[names[kind]].service.total for kind, label in labels.items() if kind in names}
+    diffusion = stats.stages[names["avatar-diffusion"]]
+    prompt = diffusion.histograms.get("prompt_to_frame")
+    quality = diffusion.snapshot().get("quality")
+    steps = [
+        {k: e[k] for k in ("direction", "level", "params", "estimate_ms", "slack_ms", "retry")}
+        for e in runner.events.history
+        if e["type"] == "degrade"
+    ]
     result = {
         "crop": size,
+        "start_s": round(start_s, 2),
+        "prompts_sent": prompts,
+        "prompt_to_frame_ms": {
+            "applied": prompt.count if prompt else 0,
+            "p50": _ms(prompt.quantile(0.5)) if prompt else None,
+            "p95": _ms(prompt.quantile(0.95)) if prompt else None,
+        },
+        "quality": quality,
+        "degrade_steps": steps[:50],
         "frames_in": sent,
         "frames_out": out,
         "fps_in": round(sent / fed_s, 2),
@@ -143,10 +180,24 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             f"{lat['p50']}/{lat['p95']}/{lat['p99']} ms, {r['late_delivered']} late, "
             f"drops {sum(sum(d.values()) for d in r['drops'].values())}; time: {share}"
         )
+        pf = r["prompt_to_frame_ms"]
+        if r["prompts_sent"]:
+            lines.append(
+                f"  prompt -> first frame with it: p50/p95 {pf['p50']}/{pf['p95']} ms "
+                f"({pf['applied']} of {r['prompts_sent']} prompts applied)"
+            )
+        if r["quality"]:
+            q = r["quality"]
+            lines.append(
+                f"  quality ladder: steps {q['steps']}, frames by level {q['frames_by_level']}, ends at {q['level']}"
+            )
     return {
         "load_average_1m_before": load_before,
         "load_average_1m_after": round(os.getloadavg()[0], 2),  # the CPU is shared: high means noisy figures
         "pipeline": Path(args.pipeline).name,
+        "budget_ms": args.budget_ms,
+        "degrade": args.degrade or None,
+        "tiny_vae": args.tiny_vae,
         "model": args.model or "pipeline default (tiny-sd-generated)",
         "steps": args.steps,
         "strength": args.strength,

@@ -23,6 +23,7 @@ from ..events import EventBus
 from ..frames import ControlFrame, ControlKind, Frame, FrameKind, now
 from ..stage import Stage, StageContext, StageRegistry
 from .estimator import ServiceTimeEstimator
+from .ladder import LadderStep, QualityLadder
 from .live_params import LiveParamsError, merged_params, plan_live_params
 from .queues import StageQueue
 from .stats import PipelineStats, StageStats
@@ -72,7 +73,14 @@ class PipelineStartError(RuntimeError):
 class StageRunner:
     """One stage at work: its queue, its worker task, its stats and service-time estimate."""
 
-    def __init__(self, stage: Stage, config: StageConfig, pipeline: PipelineRunner, budget_s: float) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        config: StageConfig,
+        pipeline: PipelineRunner,
+        budget_s: float,
+        levels: list[BaseModel] | None = None,
+    ) -> None:
         self.stage = stage
         self.config = config
         self.name = stage.context.name
@@ -80,7 +88,14 @@ class StageRunner:
         self.admission = config.admission or stage.admission
         self.budget_s = config.budget_ms / 1000 if config.budget_ms else None
         self.stats = StageStats(self.name)
-        self.estimator = ServiceTimeEstimator(prior_s=(config.expected_ms or 0.0) / 1000)
+        prior_s = (config.expected_ms or 0.0) / 1000
+        self.ladder: QualityLadder | None = None
+        if levels and len(levels) > 1:  # ``degrade:`` in YAML: step down before dropping
+            self.ladder = QualityLadder(
+                levels, [{}, *config.degrade], prior_s=prior_s, budget_s=self.budget_s or budget_s
+            )
+            stage.ladder_params = list(levels)
+        self._estimator = ServiceTimeEstimator(prior_s=prior_s)
         policy = config.queue or ("latest" if FrameKind.VIDEO in stage.consumes else "fifo")
         self.queue = StageQueue(policy, config.queue_size, self.drop)
         self.downstream: list[StageRunner] = []
@@ -88,7 +103,22 @@ class StageRunner:
         self.consecutive_errors = 0
         self.refusing_since: float | None = None
         self.task: asyncio.Task[None] | None = None
-        stage.bind(self.emit, self.drop, self.downstream_estimate, self.observe_service)
+        stage.bind(
+            self.emit,
+            self.drop,
+            self.downstream_estimate,
+            service=self.observe_service,
+            histogram=self.stats.histograms.__getitem__,
+        )
+
+    @property
+    def estimator(self) -> ServiceTimeEstimator:
+        """The service-time estimate at the stage's current quality level."""
+        return self.ladder.estimator if self.ladder is not None else self._estimator
+
+    def expected_s(self) -> float:
+        """Seconds the next frame is expected to spend in this stage (estimate + one-off pending work)."""
+        return self.estimator.estimate + self.stage.pending_cost_s()
 
     def drop(self, frame: Frame, reason: str) -> None:
         self.stats.drops[reason] += 1
@@ -100,11 +130,11 @@ class StageRunner:
         self.estimator.update(seconds)
 
     def downstream_estimate(self) -> float:
-        return sum(r.estimator.estimate for r in self.downstream) + SEND_COST_S
+        return sum(r.expected_s() for r in self.downstream) + SEND_COST_S
 
     def remaining(self) -> float:
         """Service time still ahead of a frame admitted here, to the end of the pipeline."""
-        return self.estimator.estimate + self.downstream_estimate()
+        return self.expected_s() + self.downstream_estimate()
 
     async def emit(self, frame: Frame) -> None:
         self.stats.emitted += 1
@@ -141,6 +171,9 @@ class StageRunner:
             stats.processed += 1
             if not stage.reports_service_time:
                 self.observe_service(now() - started)
+            if self.ladder is not None:
+                self.ladder.processed()
+                stats.level_frames[self.ladder.level] += 1
 
     def _admit(self, frame: Frame, at: float) -> bool:
         deadline = frame.deadline
@@ -151,7 +184,14 @@ class StageRunner:
         if at > deadline:
             self.drop(frame, "expired")
             return False
+        ladder = self.ladder
         if at + self.remaining() > deadline:
+            slack = deadline - at - self.downstream_estimate() - self.stage.pending_cost_s()
+            step = ladder.down(at, slack) if ladder is not None else None
+            if step is not None:  # a cheaper level makes it: step down instead of dropping
+                self._stepped(step)
+                self.refusing_since = None
+                return True
             if self.refusing_since is None:
                 self.refusing_since = at
             elif at - self.refusing_since >= PROBE_AFTER_S:
@@ -161,7 +201,31 @@ class StageRunner:
             self.drop(frame, "would_miss")
             return False
         self.refusing_since = None
+        if ladder is not None:
+            slack = deadline - at - self.downstream_estimate() - self.stage.pending_cost_s()
+            step = ladder.up(at, slack)
+            if step is not None:
+                self._stepped(step)
         return True
+
+    def _stepped(self, step: LadderStep) -> None:
+        """Apply a quality step to the stage, count it and tell the session."""
+        assert self.ladder is not None
+        self.stage.set_params(self.ladder.params)
+        self.stats.degrade_steps[step.direction] += 1
+        self.stats.level = step.level
+        log.info("stage %s quality %s to level %d %s", self.name, step.direction, step.level, step.params)
+        self.pipeline.events.emit(
+            "degrade",
+            stage=self.name,
+            direction=step.direction,
+            level=step.level,
+            levels=len(self.ladder.levels),
+            params=step.params,
+            estimate_ms=step.estimate_ms,
+            slack_ms=step.slack_ms,
+            retry=step.retry,
+        )
 
     async def _control(self, frame: ControlFrame) -> None:
         if frame.control is ControlKind.PARAMS:
@@ -241,6 +305,7 @@ class PipelineRunner:
                     resources=resources,
                     region=region,
                 )
+                levels = _levels(cls, stage_config, stage_params, name)
                 if stage_config.placement == "edge":
                     instance = cls(stage_params, context)
                 elif remote is None:
@@ -250,7 +315,7 @@ class PipelineRunner:
                     )
                 else:
                     instance = remote.build(cls, stage_params, context, stage_config)
-                runner = StageRunner(instance, stage_config, self, self.budget_s)
+                runner = StageRunner(instance, stage_config, self, self.budget_s, levels)
                 self.stats.stages[name] = runner.stats
                 runners.append(runner)
             for position, runner in enumerate(runners):
@@ -309,6 +374,11 @@ class PipelineRunner:
             if frame.control in URGENT_CONTROLS:
                 for chain in self.branches.values():
                     self.urgent(frame, chain)
+            for runner in self.stage_runners:  # slow preparation (prompt embeddings) starts now, off the frame path
+                try:
+                    runner.stage.prepare_control(frame)
+                except Exception as exc:
+                    log.warning("stage %s failed to prepare %s: %s", runner.name, frame.control.value, exc)
             for chain in self.branches.values():
                 chain[0].receive(frame)
             return
@@ -441,6 +511,21 @@ def _stage_params(
         first = exc.errors()[0]
         field = ".".join(map(str, first["loc"]))
         raise ParamsError(f"stage {name!r}, parameter {field!r}: {first['msg']}") from None
+
+
+def _levels(cls: type[Stage], config: StageConfig, params: BaseModel, name: str) -> list[BaseModel]:
+    """The stage's quality levels: its parameters, then each ``degrade:`` entry applied on top of them."""
+    levels = [params]
+    base = params.model_dump()
+    for index, overrides in enumerate(config.degrade):
+        try:
+            levels.append(cls.Params.model_validate({**base, **overrides}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(map(str, first["loc"]))
+            where = f"stage {name!r}, degrade level {index + 1}, parameter {field!r}"
+            raise ParamsError(f"{where}: {first['msg']}") from None
+    return levels
 
 
 def split_session_params(params: dict[str, Any], stage_names: list[str]) -> dict[str, Any]:

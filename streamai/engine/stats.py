@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,15 @@ class StageStats:
     drops: Counter[str] = field(default_factory=Counter)
     queue_wait: Histogram = field(default_factory=Histogram)
     service: Histogram = field(default_factory=Histogram)
+    # what a stage observes itself (``Stage.observe``), e.g. the avatar's prompt -> frame time; by metric name
+    histograms: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    # the quality ladder (``degrade:`` in YAML): steps by direction, frames processed by level, level now
+    degrade_steps: Counter[str] = field(default_factory=Counter)
+    level_frames: Counter[int] = field(default_factory=Counter)
+    level: int = 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "processed": self.processed,
             "emitted": self.emitted,
@@ -32,6 +38,15 @@ class StageStats:
             "queue_wait": self.queue_wait.summary_ms(),
             "service": self.service.summary_ms(),
         }
+        if self.histograms:
+            out["observed"] = {name: h.summary_ms() for name, h in self.histograms.items()}
+        if self.level_frames or self.degrade_steps:
+            out["quality"] = {
+                "level": self.level,
+                "steps": dict(self.degrade_steps),
+                "frames_by_level": dict(self.level_frames),
+            }
+        return out
 
 
 @dataclass

@@ -103,24 +103,30 @@ def _check_piper(entry: ModelEntry) -> tuple[float, float, float, str]:
     return 0.0, load_s, infer_s, f"first chunk {samples} samples at {voice.config.sample_rate} Hz"
 
 
-def _check_tiny_diffusion(entry: ModelEntry) -> tuple[float, float, float, str]:
+def _check_generated_diffusion(entry: ModelEntry) -> tuple[float, float, float, str]:
+    """A generated diffusion model (tiny, or SD-Turbo's architecture at 512 with its TAESD shape)."""
     (torch, _), import_s = _timed(lambda: (__import__("torch"), __import__("diffusers")))
-    from .diffusion import load_pipeline, model_folder
+    from .diffusion import load_pipeline, model_folder, tiny_vae_folder
 
-    pipe, load_s = _timed(lambda: load_pipeline(model_folder(entry.id), "cpu", "float32", None))
+    full_size = entry.options.get("generate") == "sd-turbo-architecture"
+    side, steps = (512, 2) if full_size else (256, 2)
+
+    def load() -> object:
+        folder = model_folder(entry.id)
+        return load_pipeline(folder, "cpu", "float32", tiny_vae_folder(folder, "taesd" if full_size else None))
+
+    pipe, load_s = _timed(load)
 
     def one_frame() -> tuple[int, ...]:
         from PIL import Image
 
-        image = Image.fromarray(np.full((256, 256, 3), 128, np.uint8))
+        image = Image.fromarray(np.full((side, side, 3), 128, np.uint8))
         with torch.inference_mode():
-            out = pipe(prompt="a statue", image=image, num_inference_steps=2, strength=0.5, guidance_scale=0.0).images[
-                0
-            ]
-        return tuple(np.asarray(out).shape)
+            out = pipe(prompt="a statue", image=image, num_inference_steps=steps, strength=0.5, guidance_scale=0.0)
+        return tuple(np.asarray(out.images[0]).shape)
 
     shape, infer_s = _timed(one_frame)
-    return import_s, load_s, infer_s, f"img2img 256x256, 2 steps -> {shape}"
+    return import_s, load_s, infer_s, f"img2img {side}x{side}, {steps} steps x 0.5 strength -> {shape}"
 
 
 CHECKS: dict[str, Callable[[ModelEntry], tuple[float, float, float, str]]] = {
@@ -134,8 +140,8 @@ CHECKS: dict[str, Callable[[ModelEntry], tuple[float, float, float, str]]] = {
 
 def check_model(entry: ModelEntry) -> CheckResult:
     """Load ``entry`` and run its self-test; ``ModelNotAvailable`` says what to install or point at."""
-    if entry.engine == "diffusers" and entry.options.get("generate") == "tiny-sd":
-        check = _check_tiny_diffusion
+    if entry.engine == "diffusers" and entry.options.get("generate") in ("tiny-sd", "sd-turbo-architecture"):
+        check = _check_generated_diffusion
     else:
         check = CHECKS.get(entry.engine)  # type: ignore[assignment]
     if check is None:

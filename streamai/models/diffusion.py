@@ -9,7 +9,8 @@ from .catalog import ModelEntry, ModelNotAvailable, resolve_model
 
 
 def model_folder(reference: str) -> Path:
-    """The local folder for a catalog id or path; builds the tiny generated model on demand."""
+    """The local folder for a catalog id or path; builds a generated model (tiny, or SD-Turbo's
+    architecture with random weights) into the cache on first use."""
     found = resolve_model(reference)
     if isinstance(found, Path):
         return found
@@ -20,11 +21,28 @@ def model_folder(reference: str) -> Path:
         from .tiny_diffusion import ensure_tiny_pipeline
 
         return ensure_tiny_pipeline()
+    if entry.options.get("generate") == "sd-turbo-architecture":
+        from .sd_turbo_architecture import ensure_sd_turbo_architecture
+
+        return ensure_sd_turbo_architecture(scale=entry.options.get("scale", "full"))
     entry.require()  # raises, naming the package or the folder to point at
     raise ModelNotAvailable(f"model {entry.id!r}: point the pipeline's 'model:' at its folder")
 
 
-def load_pipeline(folder: Path, device: str, dtype_name: str, tiny_vae: str | None) -> Any:
+def tiny_vae_folder(model: Path, reference: str | None) -> str | None:
+    """A ``tiny_vae`` reference as a folder: absolute as given; relative, inside the model's folder
+    when there (the generated SD-Turbo-architecture model ships its TAESD-shaped one as ``taesd/``)."""
+    if not reference:
+        return None
+    inside = model / reference
+    if not Path(reference).is_absolute() and inside.is_dir():
+        return str(inside)
+    if not Path(reference).expanduser().is_dir():
+        raise ModelNotAvailable(f"tiny_vae folder {reference!r} does not exist (nor inside {str(model)!r})")
+    return str(Path(reference).expanduser())
+
+
+def load_pipeline(folder: Path, device: str, dtype_name: str, tiny_vae: str | None, compile_unet: bool = False) -> Any:
     """``AutoPipelineForImage2Image`` from a local folder, on ``device``, ready for one-image batches."""
     import torch
     from diffusers import AutoencoderTiny, AutoPipelineForImage2Image
@@ -39,5 +57,7 @@ def load_pipeline(folder: Path, device: str, dtype_name: str, tiny_vae: str | No
     if device == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    if compile_unet:
+        pipe.unet = torch.compile(pipe.unet, fullgraph=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe

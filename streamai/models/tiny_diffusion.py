@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-VERSION = "v1"  # bump when the configs below change, so caches rebuild
+VERSION = "v2"  # bump when the configs below change, so caches rebuild
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +86,7 @@ def build_tiny_pipeline(seed: int = 0):  # -> StableDiffusionImg2ImgPipeline
         )
     )
     scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    _make_visible(vae, text_encoder)
+    _make_visible(vae, text_encoder, unet)
     return StableDiffusionImg2ImgPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -99,12 +99,14 @@ def build_tiny_pipeline(seed: int = 0):  # -> StableDiffusionImg2ImgPipeline
     )
 
 
-def _make_visible(vae, text_encoder) -> None:
-    """Random weights decode to near-black and barely feel the prompt; nudge both.
+def _make_visible(vae, text_encoder, unet) -> None:
+    """Random weights decode to near-black and barely feel the prompt; nudge them.
 
     The decoder's last convolution gets a mid-grey bias and 3x gain (a grey, textured
-    face instead of a black square), and the text encoder's final layer norm 8x gain,
-    so that a prompt change moves the output by a few grey levels, as a real model would.
+    face instead of a black square); the text encoder's final layer norm 8x gain, the
+    UNet's cross-attention outputs 20x and its output convolution 10x, so that a prompt
+    change moves the face by 10-15 grey levels (well above a video codec's noise), as a
+    real model's restyling would.
     """
     import torch
 
@@ -113,6 +115,12 @@ def _make_visible(vae, text_encoder) -> None:
         last.weight.mul_(3.0)
         last.bias.fill_(0.5)
         text_encoder.get_submodule("final_layer_norm").weight.mul_(8.0)
+        for name, module in unet.named_modules():
+            if name.endswith("attn2.to_out.0"):  # cross-attention: where the prompt enters
+                module.weight.mul_(20.0)
+                module.bias.mul_(20.0)
+        unet.conv_out.weight.mul_(10.0)
+        unet.conv_out.bias.mul_(10.0)
 
 
 def ensure_tiny_pipeline(cache_dir: str | Path | None = None) -> Path:

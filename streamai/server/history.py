@@ -26,6 +26,10 @@ class PipelineTotals:
     queue_wait: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
     video_latency: Histogram = field(default_factory=Histogram)
     viewer_latency: Histogram = field(default_factory=Histogram)
+    # stage-reported histograms (``Stage.observe``) and the quality ladder, by (stage, name / direction / level)
+    observed: defaultdict[tuple[str, str], Histogram] = field(default_factory=lambda: defaultdict(Histogram))
+    degrade_steps: Counter[tuple[str, str]] = field(default_factory=Counter)
+    level_frames: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add_session(self, session: Any) -> None:
         """Add one session's counters and histograms (live or just closed)."""
@@ -39,6 +43,12 @@ class PipelineTotals:
                 self.service[stage.name].merge(stage.service)
             if stage.queue_wait.count:
                 self.queue_wait[stage.name].merge(stage.queue_wait)
+            for name, histogram in stage.histograms.items():
+                self.observed[(stage.name, name)].merge(histogram)
+            for direction, count in stage.degrade_steps.items():
+                self.degrade_steps[(stage.name, direction)] += count
+            for level, count in stage.level_frames.items():
+                self.level_frames[(stage.name, str(level))] += count
         self.video_latency.merge(session.video_out.counters.latency)
         for viewer in getattr(session, "viewers", {}).values():
             self.viewer_latency.merge(viewer.latency)
@@ -53,6 +63,10 @@ class PipelineTotals:
             self.queue_wait[name].merge(histogram)
         self.video_latency.merge(other.video_latency)
         self.viewer_latency.merge(other.viewer_latency)
+        for key, histogram in other.observed.items():
+            self.observed[key].merge(histogram)
+        self.degrade_steps.update(other.degrade_steps)
+        self.level_frames.update(other.level_frames)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from ..web.metrics import FunctionCollector, add_histogram, histogram_family, registry_of
 from ..web.protection import EntryGuard
+from .history import PipelineTotals
 from .scale import NodeScaler
 from .sessions import SessionManager
 
@@ -63,6 +64,36 @@ def session_metrics(manager: SessionManager) -> Iterator[Metric]:
     for pipeline, count in sorted(viewers.items()):
         watching.add_metric([pipeline], count)
     yield watching
+    yield from stage_observations(by_pipeline)
+
+
+def stage_observations(by_pipeline: dict[str, PipelineTotals]) -> Iterator[Metric]:
+    """What stages measure themselves (``streamai_<name>_seconds``, e.g. the avatar's prompt -> frame
+    time) and the quality ladder's steps and frames by level."""
+    names = sorted({name for totals in by_pipeline.values() for _, name in totals.observed})
+    for name in names:
+        family = histogram_family(f"streamai_{name}_seconds", f"Measured by the stage itself ({name}).",
+                                  ["pipeline", "stage"])  # fmt: skip
+        for pipeline, totals in sorted(by_pipeline.items()):
+            for (stage, observed), histogram in sorted(totals.observed.items()):
+                if observed == name:
+                    add_histogram(family, [pipeline, stage], histogram)
+        yield family
+    steps = CounterMetricFamily(
+        "streamai_degrade_steps", "Quality-ladder steps (degrade: in the pipeline), by direction.",
+        labels=["pipeline", "stage", "direction"],
+    )  # fmt: skip
+    levels = CounterMetricFamily(
+        "streamai_stage_level_frames", "Frames a laddered stage processed, by quality level (0: configured).",
+        labels=["pipeline", "stage", "level"],
+    )  # fmt: skip
+    for pipeline, totals in sorted(by_pipeline.items()):
+        for (stage, direction), count in sorted(totals.degrade_steps.items()):
+            steps.add_metric([pipeline, stage, direction], count)
+        for (stage, level), count in sorted(totals.level_frames.items()):
+            levels.add_metric([pipeline, stage, level], count)
+    yield steps
+    yield levels
 
 
 def node_metrics(

@@ -3,28 +3,40 @@
 A few-step model (SD-Turbo, an LCM) at a fixed low strength, batch of one, under
 ``torch.inference_mode``; fp16 and channels-last on CUDA. The prompt's text
 embeddings are computed once and again only when a ``PROMPT`` control frame brings
-a new prompt, which applies from the next frame. The noise is the same every frame
-(fixed seed), which keeps a still face still. Optional similarity skip: when the
-input barely changed, the last output is reused. ``model:`` names a catalog entry
-(``tiny-sd-generated``, ``sd-turbo``) or a folder in diffusers layout; loading is
+a new prompt. That encoding is queued on the stage's thread the moment the prompt
+reaches the node (``prepare_control``), never inside a frame already admitted; the
+next frame the stage starts waits for it (admission counts that wait through
+``pending_cost_s``) and is the first one generated with the new prompt. The noise is
+the same every frame (fixed seed), which keeps a still face still. Optional
+similarity skip: when the input barely changed, the last output is reused.
+``model:`` names a catalog entry (``tiny-sd-generated``, ``sd-turbo-architecture-random``,
+``sd-turbo``) or a folder in diffusers layout; loading is
 ``from_pretrained(path, local_files_only=True)``, shared across sessions.
 
 Each output frame carries ``meta["prompt"]``; an ``avatar_prompt`` event names the
-prompt on the first frame that uses it and then every ``event_every`` frames.
+prompt on the first frame that uses it (with ``latency_ms``: the prompt's arrival at
+the node to that frame leaving this stage, also the ``prompt_to_frame`` histogram in
+``/metrics``) and then every ``event_every`` frames.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..frames import ControlFrame, ControlKind, Frame, VideoFrame, derived
+from ..engine.estimator import ServiceTimeEstimator
+from ..frames import ControlFrame, ControlKind, Frame, VideoFrame, derived, now
 from ..frames import FrameKind as K
 from ..models import acquire_model
-from ..models.diffusion import load_pipeline, model_folder
+from ..models.diffusion import load_pipeline, model_folder, tiny_vae_folder
 from ..stage import Stage, stage
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "tiny-sd-generated"
 
@@ -38,8 +50,11 @@ class AvatarParams(BaseModel):
     guidance_scale: float = Field(0.0, ge=0, description="0 for turbo/LCM models (no negative pass)")
     size: int | None = Field(None, ge=64, le=1024, description="side the model runs at (default: the crop's)")
     seed: int = 0
-    tiny_vae: str | None = Field(None, description="folder of an AutoencoderTiny (TAESD) that replaces the VAE")
+    tiny_vae: str | None = Field(
+        None, description="folder of an AutoencoderTiny (TAESD) replacing the VAE; relative: inside the model's folder"
+    )
     dtype: Literal["auto", "float16", "float32"] = "auto"
+    compile_unet: bool = Field(False, description="torch.compile the UNet (CUDA nodes; the first frames take minutes)")
     skip_threshold: float = Field(0.0, ge=0, le=1, description="reuse the last output under this input change (0: off)")
     max_skips: int = Field(5, ge=0, description="recompute after this many reuses in a row")
     event_every: int = Field(30, ge=1, description="also name the prompt every Nth output frame")
@@ -50,6 +65,16 @@ class AvatarParams(BaseModel):
         if int(self.steps * self.strength) < 1:
             raise ValueError(f"steps x strength must be at least 1 (got {self.steps} x {self.strength})")
         return self
+
+
+@dataclass
+class _PendingPrompt:
+    """A prompt whose embeddings are being computed on the stage's thread."""
+
+    text: str
+    arrived: float  # when the prompt reached the node (the control frame's capture time)
+    queued: float
+    embeddings: asyncio.Future[tuple[Any, Any]]
 
 
 @stage("avatar-diffusion")
@@ -65,16 +90,19 @@ class AvatarDiffusion(Stage):
         device = self.context.device
         dtype = p.dtype if p.dtype != "auto" else ("float16" if device == "cuda" else "float32")
         reference = self.context.model or DEFAULT_MODEL
-        key = f"diffusion:{reference}:{device}:{dtype}:{p.tiny_vae or ''}"
+        key = f"diffusion:{reference}:{device}:{dtype}:{p.tiny_vae or ''}:{p.compile_unet}"
 
-        def load() -> Any:  # on a thread: may build the tiny generated model first
-            return load_pipeline(model_folder(reference), device, dtype, p.tiny_vae)
+        def load() -> Any:  # on a thread: may build a generated model first
+            folder = model_folder(reference)
+            return load_pipeline(folder, device, dtype, tiny_vae_folder(folder, p.tiny_vae), p.compile_unet)
 
         self._pipe, self._release = await acquire_model(self.context, key, load)
         self._device = device
         self._prompt = p.prompt  # the prompt the next frame uses
         self._embedded: str | None = None
         self._embeds: tuple[Any, Any] = (None, None)
+        self._pending: _PendingPrompt | None = None
+        self._encode_time = ServiceTimeEstimator(prior_s=0.05)
         self._last_thumb: np.ndarray | None = None
         self._last_output: np.ndarray | None = None
         self._skips = 0
@@ -82,12 +110,16 @@ class AvatarDiffusion(Stage):
         self._event_prompt: str | None = None
         self.frames_generated = 0
         self.frames_skipped = 0
-        if p.warmup:  # two passes on a textured picture: the first real frame is otherwise seconds late
-            side = p.size or 256
-            picture = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
-            embeds = await self._embeddings()
-            for _ in range(2):
-                await self.run_blocking(self._generate, picture, *embeds)
+        started = now()
+        self._embeds = await self.run_blocking(self._encode, self._prompt)
+        self._embedded = self._prompt
+        self._encode_time.update(now() - started)
+        if p.warmup:  # a pass or two per size: the first real frame at a size is otherwise seconds late
+            sizes = [p.size or 256] + [getattr(level, "size", None) or 256 for level in self.ladder_params[1:]]
+            picture = np.random.default_rng(0).integers(0, 256, (max(sizes), max(sizes), 3), dtype=np.uint8)
+            for index, side in enumerate(dict.fromkeys(sizes)):
+                for _ in range(2 if index == 0 else 1):
+                    await self.run_blocking(self._generate, picture[:side, :side], *self._embeds, side)
 
     async def stop(self) -> None:
         release = getattr(self, "_release", None)
@@ -96,24 +128,54 @@ class AvatarDiffusion(Stage):
             self._release = None
             release()
 
-    async def on_control(self, frame: ControlFrame) -> None:
-        """PROMPT ``{"text": ...}``, or PARAMS ``{"prompt": ...}`` / ``{stage_name: {"prompt": ...}}``."""
+    def _prompt_in(self, frame: ControlFrame) -> str | None:
+        """The prompt a control frame sets: PROMPT ``{"text": ...}``, or PARAMS ``{"prompt": ...}`` /
+        ``{stage_name: {"prompt": ...}}``; None when it sets none."""
         data = frame.data
         if frame.control is ControlKind.PARAMS:
             own = data.get(self.context.name)
             data = own if isinstance(own, dict) else data
         elif frame.control is not ControlKind.PROMPT:
-            return
+            return None
         text = data.get("text", data.get("prompt"))
-        if isinstance(text, str) and text.strip():
-            self._prompt = text.strip()
+        return text.strip() if isinstance(text, str) and text.strip() else None
 
-    async def _embeddings(self) -> tuple[Any, Any]:
-        """Prompt embeddings for the current prompt, computed only when it changed."""
-        if self._embedded != self._prompt:
-            self._embeds = await self.run_blocking(self._encode, self._prompt)
-            self._embedded = self._prompt
-        return self._embeds
+    def prepare_control(self, frame: ControlFrame) -> None:
+        """A new prompt reached the node: queue its embeddings on the stage's thread now."""
+        text = self._prompt_in(frame)
+        if text is None or getattr(self, "_pipe", None) is None or text == self._prompt:
+            return  # no prompt, not started (or stopped), or the one already in use
+        self._prompt = text
+        self._pending = _PendingPrompt(text, frame.capture_time, now(), self.submit_blocking(self._encode, text))
+
+    async def on_control(self, frame: ControlFrame) -> None:
+        """In order: a prompt not prepared on arrival (a stage used outside a pipeline) is queued here."""
+        self.prepare_control(frame)
+
+    def pending_cost_s(self) -> float:
+        """The encoding still ahead of the next frame (it runs on the same thread, first)."""
+        pending = self._pending if hasattr(self, "_pending") else None
+        if pending is None or pending.embeddings.done():
+            return 0.0
+        return max(0.0, self._encode_time.estimate - (now() - pending.queued))
+
+    async def _embeddings(self) -> tuple[tuple[Any, Any], _PendingPrompt | None]:
+        """Embeddings for the current prompt, and the pending prompt they complete (if a new one)."""
+        pending = self._pending
+        if pending is None or pending.text != self._prompt:
+            return self._embeds, None
+        try:
+            embeds = await pending.embeddings
+        except Exception as exc:  # keep the old prompt: one bad prompt never ends the avatar
+            log.warning("prompt %r could not be encoded: %s", pending.text, exc)
+            self.emit_event("warning", message=f"prompt not applied: {exc}")
+            self._pending = None
+            self._prompt = self._embedded or self.params.prompt
+            return self._embeds, None
+        self._encode_time.update(now() - pending.queued)
+        self._pending = None
+        self._embeds, self._embedded = embeds, pending.text
+        return embeds, pending
 
     def _encode(self, prompt: str) -> tuple[Any, Any]:
         import torch
@@ -125,14 +187,15 @@ class AvatarDiffusion(Stage):
             )
         return embeds, negative if guided else None
 
-    def _generate(self, image: np.ndarray, embeds: Any, negative: Any) -> np.ndarray:
-        """One img2img pass on an (H, W, 3) uint8 crop; the result has the crop's size."""
+    def _generate(self, image: np.ndarray, embeds: Any, negative: Any, side: int | None = None) -> np.ndarray:
+        """One img2img pass on an (H, W, 3) uint8 crop at ``side`` (default: the current params'); the
+        result has the crop's size."""
         import torch
         import torch.nn.functional as F
 
         p, pipe = self.params, self._pipe
         height, width = image.shape[:2]
-        side = p.size or max(64, round(width / 64) * 64)
+        side = side or p.size or max(64, round(width / 64) * 64)
         with torch.inference_mode():
             x = torch.from_numpy(image).to(self._device).permute(2, 0, 1)[None].to(pipe.unet.dtype) / 255
             if (height, width) != (side, side):
@@ -170,15 +233,14 @@ class AvatarDiffusion(Stage):
 
     async def process(self, frame: Frame) -> None:
         assert isinstance(frame, VideoFrame)
-        changed = self._embedded != self._prompt
-        embeds, negative = await self._embeddings()
+        (embeds, negative), applied = await self._embeddings()
         prompt = self._embedded
-        if not changed and self._similar(frame.image):
+        if applied is None and self._similar(frame.image):
             self._skips += 1
             self.frames_skipped += 1
             output = self._last_output
         else:
-            if changed:
+            if applied is not None:
                 self._similar(frame.image)  # refresh the thumbnail
             output = await self.run_blocking(self._generate, frame.image, embeds, negative)
             self._last_output, self._skips = output, 0
@@ -188,6 +250,11 @@ class AvatarDiffusion(Stage):
         out = derived(frame, image=output, meta={**frame.meta, "prompt": prompt})
         new_prompt = prompt != self._event_prompt
         if new_prompt or self._since_event >= self.params.event_every:
-            self.emit_event("avatar_prompt", prompt=prompt, pts=out.pts, seq=out.seq, changed=new_prompt)
+            timing: dict[str, float] = {}
+            if applied is not None:  # the first frame generated with a prompt that arrived while running
+                latency = now() - applied.arrived
+                self.observe("prompt_to_frame", latency)
+                timing = {"latency_ms": round(latency * 1000, 1)}
+            self.emit_event("avatar_prompt", prompt=prompt, pts=out.pts, seq=out.seq, changed=new_prompt, **timing)
             self._event_prompt, self._since_event = prompt, 0
         await self.push(out)

@@ -15,6 +15,7 @@ import fractions
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,8 +226,10 @@ class Probe:
         token: str | None = None,
         loopback: bool = True,
         headers: dict[str, str] | None = None,
+        on_video: Callable[[float, np.ndarray], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self.on_video = on_video  # every received picture with its arrival time (peer clock)
         self.extra_headers = dict(headers or {})  # e.g. X-Client-Region for a fleet router
         self.answer: dict[str, Any] = {}
         self.pipeline = pipeline
@@ -318,6 +321,8 @@ class Probe:
                 report = self.report
                 report.video_frames += 1
                 report.last_video = image
+                if self.on_video is not None:
+                    self.on_video(arrived, image)
                 self._video_sum += float(image.mean())
                 report.video_mean_luma = self._video_sum / report.video_frames
                 code = decode_barcode(image)

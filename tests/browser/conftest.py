@@ -43,10 +43,27 @@ def tone(media_dir: Path) -> Path:
     return browser.write_fake_tone(media_dir / "tone.wav")
 
 
+AVATAR_BUDGET_MS = 3000  # the tiny model with Chromium, the node and other work on 2 cores
+# the fake camera is a still picture, but Chromium's codec noise makes the Haar detector jump a scale
+# step now and then; a wide dead band keeps the face box still, so that only a prompt moves the face
+AVATAR_DEADBAND = 0.3
+
+
 @pytest.fixture(scope="session")
-def server(browser_tools: None) -> Iterator[browser.ServerProcess]:
+def server(browser_tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[browser.ServerProcess]:
+    """The shipped pipelines, but face-avatar-tiny with a budget a loaded 2-core machine meets (its
+    500 ms is tested without a browser) and a still face box: the avatar test proves frames and
+    prompts, not the budget or the tracker."""
     ARTIFACTS.mkdir(exist_ok=True)
-    with browser.browser_server(ARTIFACTS / "browser") as srv:
+    pipelines = tmp_path_factory.mktemp("pipelines")
+    for path in (browser.ROOT / "pipelines").glob("*.yaml"):
+        text = path.read_text()
+        if path.stem == "face-avatar-tiny":
+            text = text.replace("budget_ms: 500", f"budget_ms: {AVATAR_BUDGET_MS}")
+            text = text.replace("params: {detect_every:", f"params: {{deadband: {AVATAR_DEADBAND}, detect_every:")
+            assert f"deadband: {AVATAR_DEADBAND}" in text and f"budget_ms: {AVATAR_BUDGET_MS}" in text
+        (pipelines / path.name).write_text(text)
+    with browser.browser_server(ARTIFACTS / "browser", ["--pipelines-dir", str(pipelines)]) as srv:
         yield srv
 
 

@@ -83,6 +83,106 @@ async function sessionsEmpty(base, timeoutMs = 6000) {
   return last && last.body ? last.body.sessions : null;
 }
 
+/** Pixels of a box of the remote (processed) and local (camera) videos, sampled through a canvas:
+ * a 2-pixel grid of RGB values, and the remote video's size (the node's filler is 320x240). */
+function sampleBox(page, box) {
+  return page.evaluate(([x, y, w, h]) => {
+    const grab = (id) => {
+      const v = document.getElementById(id);
+      if (!v.videoWidth) return null;
+      const c = document.createElement('canvas');
+      c.width = v.videoWidth;
+      c.height = v.videoHeight;
+      const g = c.getContext('2d', { willReadFrequently: true });
+      g.drawImage(v, 0, 0);
+      const d = g.getImageData(x, y, w, h).data;
+      const out = [];
+      for (let row = 0; row < h; row += 2) for (let col = 0; col < w; col += 2) {
+        const i = (row * w + col) * 4;
+        out.push(d[i], d[i + 1], d[i + 2]);
+      }
+      return { width: v.videoWidth, height: v.videoHeight, pixels: out };
+    };
+    return { remote: grab('remote'), local: grab('local') };
+  }, box);
+}
+
+const meanDiff = (a, b) => a.reduce((s, v, i) => s + Math.abs(v - b[i]), 0) / a.length;
+
+/** Mean RGB of k x k blocks of a sample grid (cols x rows x 3): a few pixels' shift of the pasted
+ * face (the node's face box moving with the camera's codec noise) barely moves these. */
+function blockMeans(pixels, cols, rows, k) {
+  const out = [];
+  for (let by = 0; by + k <= rows; by += k) for (let bx = 0; bx + k <= cols; bx += k) {
+    const sum = [0, 0, 0];
+    for (let y = by; y < by + k; y++) for (let x = bx; x < bx + k; x++) for (let c = 0; c < 3; c++) sum[c] += pixels[(y * cols + x) * 3 + c];
+    out.push(...sum.map((v) => v / (k * k)));
+  }
+  return out;
+}
+
+/** Processed frames reach the page (face differs from the camera's, filler excluded by size), and
+ * each prompt in turn changes the face: returns one settled face sample per prompt. */
+async function faceCheck(page, fc) {
+  const [W, H] = fc.size || [640, 480];
+  const isProcessed = (s) => s.remote && s.local && s.remote.width === W && s.remote.height === H;
+  const out = { prompts: [], samples: [] };
+  const first = await waitFor('a processed frame (full size, face unlike the camera\'s)', async () => {
+    const s = await sampleBox(page, fc.box);
+    return isProcessed(s) && meanDiff(s.remote.pixels, s.local.pixels) > 8 ? s : null;
+  }, fc.timeoutMs ?? 90000, 250);
+  out.faceVsInput = meanDiff(first.remote.pixels, first.local.pixels);
+  if (fc.outsideBox) {
+    const s = await sampleBox(page, fc.outsideBox);
+    out.outsideVsInput = meanDiff(s.remote.pixels, s.local.pixels); // the background comes back as sent
+  }
+  const settle = async () => {
+    let previous = null;
+    return waitFor('the face to settle', async () => {
+      const s = await sampleBox(page, fc.box);
+      if (!isProcessed(s)) return null;
+      const ok = previous && meanDiff(s.remote.pixels, previous.remote.pixels) < 1.5;
+      previous = s;
+      return ok ? s : null;
+    }, 30000, 400);
+  };
+  let last = (await settle()).remote.pixels; // the face with the pipeline's own prompt
+  for (const [index, text] of fc.prompts.entries()) {
+    const applied = await page.evaluate(() => window.demo.applied.length);
+    if (index === 0) {
+      await page.fill('#prompt-input', text);
+      await page.press('#prompt-input', 'Enter');
+    } else {
+      await page.evaluate((t) => window.demo.session.prompt(t), text);
+    }
+    await waitFor(`the model to apply ${JSON.stringify(text)}`, () =>
+      page.evaluate(([n, t]) => window.demo.applied.slice(n).some((a) => a.prompt === t), [applied, text]), 60000);
+    // that frame reaches the page after the event: wait for the face to move away from the previous
+    // prompt's (a prompt that changes nothing fails here), then to settle (two samples 400 ms apart agree)
+    const [cols, rows] = [Math.ceil(fc.box[2] / 2), Math.ceil(fc.box[3] / 2)];
+    const before = blockMeans(last, cols, rows, 8);
+    await waitFor(`the face to change after ${JSON.stringify(text)}`, async () => {
+      const s = await sampleBox(page, fc.box);
+      return isProcessed(s) && meanDiff(blockMeans(s.remote.pixels, cols, rows, 8), before) > (fc.minChange ?? 1);
+    }, 60000, 200);
+    const settled = await settle();
+    last = settled.remote.pixels;
+    out.prompts.push(text);
+    out.samples.push(settled.remote.pixels);
+    out.appliedText = await page.textContent('#prompt-echo');
+  }
+  const round = (v) => Math.round(v * 100) / 100;
+  const d = (i, j) => meanDiff(out.samples[i], out.samples[j]);
+  out.diffs = out.samples.map((_, i) => out.samples.map((__, j) => round(d(i, j))));
+  const [cols, rows] = [Math.ceil(fc.box[2] / 2), Math.ceil(fc.box[3] / 2)];
+  const blocks = out.samples.map((px) => blockMeans(px, cols, rows, 8)); // 16 x 16 pixel blocks
+  out.blockDiffs = blocks.map((a) => blocks.map((b) => round(meanDiff(a, b))));
+  out.applied = await page.evaluate(() => window.demo.applied);
+  delete out.samples;
+  result.face = out;
+  step('face', { faceVsInput: out.faceVsInput, diffs: out.diffs, blockDiffs: out.blockDiffs });
+}
+
 async function demoScenario(page) {
   const base = cfg.base;
   await page.goto(`${base}/?pipeline=${encodeURIComponent(cfg.pipeline)}`);
@@ -145,6 +245,8 @@ async function demoScenario(page) {
     }
     step('prompt', { echoed: result.promptEchoed, via: result.promptVia });
   }
+
+  if (cfg.faceCheck) await faceCheck(page, cfg.faceCheck);
 
   if (cfg.waitCaptions) {
     try {
