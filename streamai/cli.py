@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "run",
     "serve",
     "router",
+    "fleet",
     "probe",
     "bench",
     "models",

@@ -25,9 +25,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = FleetConfig.load(args.config, host=args.host, port=args.port, mode=args.mode)
     except (OSError, ValidationError, ValueError) as exc:
-        print(f"error: bad fleet config: {exc}", file=sys.stderr)
+        # pydantic's message can echo a value (a secret of the wrong type): name only where and why
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
+            if isinstance(exc, ValidationError) else str(exc)  # fmt: skip
+        print(f"error: bad fleet config: {detail}", file=sys.stderr)
         return 2
-    app = create_router_app(config)
+    try:
+        app = create_router_app(config)
+    except ValueError as exc:  # a public address without node authentication
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"streamai router on http://{config.host}:{config.port}  mode: {config.mode}"
         f"  heartbeat: {config.heartbeat_interval_s}s (timeout {config.heartbeat_timeout_s:.1f}s)",

@@ -72,7 +72,10 @@ def run(args: argparse.Namespace) -> int:
             ray_address=args.ray_address,
         )
     except (OSError, ValidationError) as exc:
-        print(f"error: bad node settings: {exc}", file=sys.stderr)
+        # pydantic's message can echo a value (a token of the wrong type): name only where and why
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
+            if isinstance(exc, ValidationError) else str(exc)  # fmt: skip
+        print(f"error: bad node settings: {detail}", file=sys.stderr)
         return 2
     app = create_fleet_node(settings)
     library = app[LIBRARY]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..web.clients import RegionPrefixes, parse_networks
 from ..web.protection import ProtectionSettings
 
+REGION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 DEFAULT_RTT_MS = 150.0  # two regions with no configured RTT and no locations
 KM_PER_MS_RTT = 100.0  # light in fibre covers ~200 km/ms one way; a round trip halves it
 
@@ -44,15 +47,47 @@ class FleetConfig(Strict):
     regions: dict[str, Region] = Field(default_factory=dict)
     rtt_ms: dict[str, dict[str, float]] = Field(default_factory=dict)  # symmetric; one direction is enough
     client_prefixes: dict[str, str] = Field(default_factory=dict)  # "10.1.0.0/16": "eu-west"
-    node_token: str | None = None  # nodes must send it to register (also STREAMAI_NODE_TOKEN)
+    # each node's credential is HMAC(node_secret, node id) (streamai/fleet/membership.py); also
+    # STREAMAI_FLEET_SECRET. None: only a loopback router takes loopback nodes (the local demo)
+    node_secret: str | None = Field(None, repr=False, min_length=16)
+    admin_token: str | None = Field(None, repr=False)  # GET /v1/nodes, /v1/fleet/load; STREAMAI_ADMIN_TOKEN
+    node_networks: list[str] = Field(default_factory=list)  # CIDRs node URLs must lie in (IP literals); [] any
+    evict_after_s: float = Field(60.0, gt=0)  # a node silent this long is forgotten (it re-registers on return)
+    max_nodes: int = Field(10_000, ge=1)  # registrations beyond this are refused
+    max_answer_bytes: int = Field(64 * 1024, ge=4096)  # a node's answer to an offer is read up to this
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)  # the entry point's own limits
 
     @field_validator("client_prefixes")
     @classmethod
     def _valid_prefixes(cls, value: dict[str, str]) -> dict[str, str]:
-        for prefix in value:
-            ipaddress.ip_network(prefix, strict=False)
+        parse_networks(value)
+        for region in value.values():
+            if not REGION_PATTERN.match(region):
+                raise ValueError(f"region {region!r} must match {REGION_PATTERN.pattern}")
         return value
+
+    @field_validator("node_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _valid_regions(cls, value: dict[str, Region]) -> dict[str, Region]:
+        for region in value:
+            if not REGION_PATTERN.match(region):
+                raise ValueError(f"region {region!r} must match {REGION_PATTERN.pattern}")
+        return value
+
+    def known_region(self, region: str | None) -> bool:
+        """Whether ``region`` may appear in routing and metrics (any well-formed name when none are configured)."""
+        if region is None:
+            return False
+        return region in self.regions if self.regions else bool(REGION_PATTERN.match(region))
+
+    def on_loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost")
 
     @property
     def heartbeat_timeout_s(self) -> float:
@@ -74,18 +109,7 @@ class FleetConfig(Strict):
 
     def region_of_ip(self, address: str | None) -> str | None:
         """The region of a client address by the longest matching configured prefix."""
-        if not address or not self.client_prefixes:
-            return None
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return None
-        best: tuple[int, str] | None = None
-        for prefix, region in self.client_prefixes.items():
-            network = ipaddress.ip_network(prefix, strict=False)
-            if ip.version == network.version and ip in network and (best is None or network.prefixlen > best[0]):
-                best = (network.prefixlen, region)
-        return best[1] if best else None
+        return RegionPrefixes(self.client_prefixes).region_of(address) if self.client_prefixes else None
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: object) -> FleetConfig:
@@ -93,6 +117,9 @@ class FleetConfig(Strict):
         if path is not None:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         data.update({k: v for k, v in overrides.items() if v is not None})
+        for field, variable in (("node_secret", "STREAMAI_FLEET_SECRET"), ("admin_token", "STREAMAI_ADMIN_TOKEN")):
+            if field not in data and os.environ.get(variable):
+                data[field] = os.environ[variable]
         return cls.model_validate(data)
 
 

@@ -7,26 +7,35 @@ import time
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from ..frames import now
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # node ids, pipeline and stage names, model ids
+REGION = r"^[a-z0-9][a-z0-9-]{0,31}$"
+ShortName = Annotated[str, StringConstraints(pattern=NAME)]
+Milliseconds = Annotated[float, Field(ge=0, le=3_600_000)]
 
 
 class PipelineOffer(Strict):
     """A pipeline a node serves, with its region rule and the node's measured stage latencies."""
 
-    name: str
+    name: ShortName
     data_region: Literal["any", "preferred", "required"] = "any"
-    budget_ms: float = 500.0
-    stages: list[str] = Field(default_factory=list)
-    inputs: list[str] = Field(default_factory=list)
-    stage_p90_ms: dict[str, float] = Field(default_factory=dict)  # measured on this node; absent until used
+    budget_ms: Milliseconds = 500.0
+    stages: list[ShortName] = Field(default_factory=list, max_length=64)
+    inputs: list[Literal["audio", "video"]] = Field(default_factory=list, max_length=2)
+    # measured on this node; absent until used. Finite, non-negative: a negative or NaN figure
+    # would rank a node first (or break every ranking)
+    stage_p90_ms: dict[ShortName, Milliseconds] = Field(default_factory=dict, max_length=64)
     warm: bool = False  # its models are loaded on the node now (a session would not wait for them)
 
     def expected_ms(self) -> float:
@@ -35,22 +44,48 @@ class PipelineOffer(Strict):
 
 
 class NodeReport(Strict):
-    """One heartbeat: everything a node tells the router (registration is the first heartbeat)."""
+    """One heartbeat: everything a node tells the router (registration is the first heartbeat).
 
-    node_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    url: str  # where clients reach the node (signaling, events); media goes there too
-    region: str
-    location: tuple[float, float] | None = None
-    capacity: int = Field(ge=0)  # max sessions
-    sessions: int = Field(0, ge=0)
+    Every field is bounded: the router ranks on these numbers and sends clients to the URL.
+    """
+
+    node_id: ShortName
+    url: str = Field(max_length=256)  # where clients reach the node: scheme://host[:port], nothing more
+    region: str = Field(pattern=REGION)
+    location: tuple[Annotated[float, Field(ge=-90, le=90)], Annotated[float, Field(ge=-180, le=180)]] | None = None
+    capacity: int = Field(ge=0, le=100_000)  # max sessions
+    sessions: int = Field(0, ge=0, le=100_000)
     cpu_free: float | None = Field(None, ge=0, le=1)
     gpu_free: float | None = Field(None, ge=0, le=1)
-    pipelines: list[PipelineOffer] = Field(default_factory=list)
-    warm: list[str] = Field(default_factory=list)  # models loaded now (a cold node pays load time)
-    models: list[str] = Field(default_factory=list)  # catalog ids installed on the node
+    pipelines: list[PipelineOffer] = Field(default_factory=list, max_length=256)
+    # models loaded now (a cold node pays load time), as "<model id>[:<variant>]"
+    warm: list[Annotated[str, StringConstraints(max_length=256)]] = Field(default_factory=list, max_length=256)
+    models: list[ShortName] = Field(default_factory=list, max_length=256)  # catalog ids installed on the node
     model_state: Literal["warm", "cold"] = "warm"  # cold: scaled to zero, no model loaded
-    idle_s: float | None = Field(None, ge=0)  # seconds since the node's last session ended (0: sessions open)
+    idle_s: float | None = Field(None, ge=0, le=10**9)  # seconds since the node's last session ended (0: open)
     remote_stages: bool = False  # the node can run placement: remote/auto stages
+
+    @field_validator("url")
+    @classmethod
+    def _plain_origin(cls, value: str) -> str:
+        return node_origin(value)
+
+
+def node_origin(url: str) -> str:
+    """``url`` as ``scheme://host[:port]`` if it is exactly that (http/https; no user, path, query or
+    fragment), else ValueError: the router appends its own paths and never follows a node elsewhere."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number in 0..65535
+    except ValueError:
+        raise ValueError("url must be scheme://host[:port]") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("url must be http:// or https:// with a host")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        raise ValueError("url must be scheme://host[:port], with no user, path, query or fragment")
+    if not url.isascii() or any(c.isspace() for c in url):
+        raise ValueError("url must be plain ASCII")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 @dataclass(eq=False)

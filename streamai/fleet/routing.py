@@ -306,14 +306,20 @@ def _order(choice: Choice) -> tuple[bool, bool, float, bool, float, int, str]:
     )
 
 
-def parse_client_rtt(header: str | None) -> dict[str, float]:
-    """``X-Client-RTT: eu-west=21, us-east=95`` (latency probes the client ran) -> {region: ms}."""
+def parse_client_rtt(header: str | None, max_regions: int = 16) -> dict[str, float]:
+    """``X-Client-RTT: eu-west=21, us-east=95`` (latency probes the client ran) -> {region: ms}.
+
+    Only finite figures from 0 to 10 s count, for at most ``max_regions`` regions: a NaN or
+    an infinity would break every ranking, a negative one would rank a region first.
+    """
     result: dict[str, float] = {}
-    for part in (header or "").split(","):
+    for part in (header or "").split(",")[: max_regions * 2]:
         name, _, value = part.partition("=")
+        name = name.strip()
         try:
-            if name.strip():
-                result[name.strip()] = float(value)
+            ms = float(value)
         except ValueError:
             continue
+        if name and len(name) <= 32 and math.isfinite(ms) and 0 <= ms <= 10_000 and len(result) < max_regions:
+            result[name] = ms
     return result

@@ -14,20 +14,33 @@ from typing import Any
 from aiohttp import web
 
 from ..config import PipelineConfig
+from ..web.clients import parse_address
 from ..web.grants import HEADER as GRANT_HEADER
-from ..web.grants import verify_grant
+from ..web.grants import Grant, verify_grant
 from ..web.protection import CLIENT, EntryGuard
 from .sessions import SessionError
 from .settings import ServerSettings
 from .state import PREFIXES, SETTINGS
 
 
+def request_grant(request: web.Request, settings: ServerSettings, pipeline: str | None = None) -> Grant | None:
+    """The router's grant for this request: in the ``Streamai-Grant`` header (proxied by the router), or
+    in the query after the router's redirect, then only for the very client it names (it came directly)."""
+    node_id = settings.node_name()
+    grant = verify_grant(request.headers.get(GRANT_HEADER), settings.node_token, node_id, pipeline)
+    if grant is not None:
+        return grant
+    grant = verify_grant(request.query.get("grant"), settings.node_token, node_id, pipeline)
+    if grant is not None and grant.client is not None and grant.client == str(parse_address(request.remote)):
+        return grant
+    return None
+
+
 def client_resolver(settings: ServerSettings, guard: EntryGuard) -> Any:
     """Who is asking: the router's signed grant names the client behind it; otherwise the guard decides."""
-    node_id = settings.node_name()
 
     def client_of(request: web.Request) -> str:
-        grant = verify_grant(request.headers.get(GRANT_HEADER), settings.node_token, node_id)
+        grant = request_grant(request, settings)
         if grant is not None and grant.client:
             return grant.client
         return guard.client_of(request)
@@ -41,7 +54,7 @@ def check_region(request: web.Request, config: PipelineConfig) -> None:
     settings = request.app[SETTINGS]
     if config.data_region != "required" or settings.region is None:
         return
-    grant = verify_grant(request.headers.get(GRANT_HEADER), settings.node_token, settings.node_name(), config.name)
+    grant = request_grant(request, settings, config.name)
     region = grant.region if grant is not None else request.app[PREFIXES].region_of(request.get(CLIENT))
     if region != settings.region:
         raise SessionError(
