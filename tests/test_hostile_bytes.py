@@ -53,8 +53,8 @@ async def test_non_utf8_bearer_bytes_are_a_wrong_token_on_node_and_router() -> N
             assert status == 401 and json_error(body) == "unauthorized", token
         status, _ = await raw_request(base, b"GET /v1/pipelines HTTP/1.1\r\nAuthorization: Bearer right-token")
         assert status == 200
-    async with running_app(create_router_app(FleetConfig(node_token="node-secret"))) as (router, _app):
-        for token in (b"\xff", b"node-secret\xff"):
+    async with running_app(create_router_app(FleetConfig(node_secret="node-secret-0123456789"))) as (router, _app):
+        for token in (b"\xff", b"node-secret-0123456789\xff"):
             head = b"POST /v1/nodes/n1/heartbeat HTTP/1.1\r\nContent-Type: application/json\r\nAuthorization: Bearer "
             status, body = await raw_request(router, head + token, b"{}")
             assert status == 401 and json_error(body) == "unauthorized", token

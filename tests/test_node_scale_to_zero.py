@@ -48,8 +48,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ADMIN_TOKEN = "router-admin-token"
+
+
 async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
-    async with http.get(url) as response:
+    async with http.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
         assert response.status == 200, await response.text()
         return await response.json()
 
@@ -76,7 +79,9 @@ async def run_session(http: aiohttp.ClientSession, url: str, **headers: str) -> 
 async def test_idle_node_unloads_models_reports_cold_and_routing_prefers_the_warm_node(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
     shutil.copy(Path(__file__).parent.parent / "pipelines" / f"{PIPELINE}.yaml", tmp_path)
-    config = FleetConfig(port=0, heartbeat_interval_s=0.5, missed_heartbeats=6, default_region="eu-west")
+    config = FleetConfig(
+        port=0, heartbeat_interval_s=0.5, missed_heartbeats=6, default_region="eu-west", admin_token=ADMIN_TOKEN
+    )
     async with AsyncExitStack() as stack:
         router_url, _ = await stack.enter_async_context(running_router(config))
         http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from streamai.fleet.config import FleetConfig
+from streamai.fleet.membership import node_token
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.web.protection import ProtectionSettings
@@ -28,13 +29,13 @@ async def test_router_lists_the_fleets_models_with_their_regions() -> None:
             for _ in range(50):
                 async with http.get(f"{router_url}/v1/models") as response:
                     models = (await response.json())["models"]
-                if any(m["nodes"] for m in models):
+                if any(m["regions"] for m in models):
                     break
                 await asyncio.sleep(0.2)
         by_id = {m["id"]: m for m in models}
         assert by_id["whisper-tiny-en"]["regions"] == ["eu-west"]
-        assert by_id["whisper-tiny-en"]["nodes"] == ["eu1"]
-        assert by_id["sd-turbo"]["nodes"] == []  # a folder model no node has
+        assert by_id["sd-turbo"]["regions"] == []  # a folder model no node has
+        assert all("nodes" not in m for m in models)  # node ids are the operator's (GET /v1/nodes, admin)
         assert all("license" in m and "size_mb" in m for m in models)
 
 
@@ -65,16 +66,22 @@ async def test_router_limits_a_flood_and_a_slow_body() -> None:
         assert b" 408 " in status_line
 
 
-async def test_nodes_need_the_node_token_to_register_or_leave() -> None:
-    async with running_router(FleetConfig(node_token="fleet-secret")) as (router_url, _router_app):
+async def test_nodes_need_their_own_credential_to_register_or_leave() -> None:
+    secret = "fleet-secret-0123456789abcdef"
+    async with running_router(FleetConfig(node_secret=secret)) as (router_url, _router_app):
         report = {"node_id": "n1", "url": "http://127.0.0.1:1", "region": "eu-west", "capacity": 1}
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{router_url}/v1/nodes/n1/heartbeat", json=report) as response:
                 assert response.status == 401
             async with http.delete(f"{router_url}/v1/nodes/n1") as response:
                 assert response.status == 401
-            auth = {"Authorization": "Bearer fleet-secret"}
+            other = {"Authorization": f"Bearer {node_token(secret, 'n2')}"}  # another node's credential
+            async with http.post(f"{router_url}/v1/nodes/n1/heartbeat", json=report, headers=other) as response:
+                assert response.status == 403
+            auth = {"Authorization": f"Bearer {node_token(secret, 'n1')}"}
             async with http.post(f"{router_url}/v1/nodes/n1/heartbeat", json=report, headers=auth) as response:
                 assert response.status == 200 and (await response.json())["new"] is True
+            async with http.delete(f"{router_url}/v1/nodes/n1", headers=other) as response:
+                assert response.status == 403
             async with http.delete(f"{router_url}/v1/nodes/n1", headers=auth) as response:
                 assert (await response.json())["ok"] is True
