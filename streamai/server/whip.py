@@ -101,11 +101,14 @@ def sdp_response(answer: str, location: str, resource_id: str, settings: ServerS
     }
     response = web.Response(status=201, text=answer, content_type=SDP, headers=headers)
     for server in settings.ice_servers:  # RFC 9725 section 4.6: ICE servers as Link headers
+        shared = server.for_clients()  # time-limited TURN credentials only; static ones are never shown
+        if shared is None:
+            continue
+        username, credential = shared
         for url in server.urls:
             link = f'<{url}>; rel="ice-server"'
-            if server.username:
-                link += f'; username="{server.username}"; credential="{server.credential or ""}"'
-                link += '; credential-type="password"'
+            if username:
+                link += f'; username="{username}"; credential="{credential or ""}"; credential-type="password"'
             response.headers.add("Link", link)
     return response
 

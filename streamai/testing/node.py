@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,3 +35,10 @@ async def running_app(app: web.Application, port: int = 0) -> AsyncIterator[tupl
         yield f"http://127.0.0.1:{bound}", app
     finally:
         await runner.cleanup()
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a node whose URL must be known before it listens)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
