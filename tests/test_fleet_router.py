@@ -198,7 +198,9 @@ async def test_region_capacity_and_offer_fallthrough(fleet: Fleet, http: aiohttp
         assert probe.url == fleet.node_url("eu1")  # later calls go to the node, not the router
         assert await frames_flow(probe), "no video came back through eu1"
 
-        # eu1 is full (1 session): skipped without being tried; the next nearest region serves.
+        # eu1 is full (1 session; wait for a heartbeat that says so: one sent before the session
+        # opened would not): skipped without being tried; the next nearest region serves.
+        await _wait_reported(http, fleet, "eu1", 1)
         # us2 ranks first there (more free capacity) but fails the offer -> the router falls through to us1.
         probe, answer = await open_session(http, fleet, "eu-west", "transform")
         probes.append(probe)
@@ -307,3 +309,13 @@ async def _wait_load(http: aiohttp.ClientSession, fleet: Fleet, node: str, sessi
         if (await nodes_by_id(http, fleet.router))[node]["load"] == sessions:
             return
         await asyncio.sleep(0.1)
+    assert (await nodes_by_id(http, fleet.router))[node]["load"] == sessions
+
+
+async def _wait_reported(http: aiohttp.ClientSession, fleet: Fleet, node: str, sessions: int) -> None:
+    """Until the node's own report (not the router's count of what it sent there) says ``sessions``."""
+    for _ in range(150):
+        if (await nodes_by_id(http, fleet.router))[node]["sessions"] == sessions:
+            return
+        await asyncio.sleep(0.1)
+    assert (await nodes_by_id(http, fleet.router))[node]["sessions"] == sessions
