@@ -33,7 +33,9 @@ class NodeAgent:
     def __init__(self, app: web.Application) -> None:
         settings = app[SETTINGS]
         self.app = app
-        self.router_url = (settings.router_url or "").rstrip("/")
+        # one router, or replicas (comma-separated, sharing Redis): heartbeats go to one, the next on failure
+        self.routers = [url.strip().rstrip("/") for url in (settings.router_url or "").split(",") if url.strip()]
+        self.current = 0
         self.node_id = settings.node_name()
         self.token = settings.node_token
         host = settings.host if settings.host not in ("0.0.0.0", "::", "") else socket.gethostname()
@@ -43,6 +45,11 @@ class NodeAgent:
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def router_url(self) -> str:
+        """The router replica heartbeats go to now."""
+        return self.routers[self.current]
 
     def report(self) -> dict[str, Any]:
         """This node's state as the router wants it (see ``streamai.fleet.registry.NodeReport``)."""
@@ -97,6 +104,7 @@ class NodeAgent:
         """Send one heartbeat; returns whether the router took it."""
         assert self._http is not None
         url = f"{self.router_url}/v1/nodes/{self.node_id}/heartbeat"
+        router = self.router_url
         timeout = aiohttp.ClientTimeout(total=max(1.0, self.interval_s))
         try:
             async with self._http.post(
@@ -110,7 +118,8 @@ class NodeAgent:
         except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as exc:
             self.failures += 1
             if self.failures in (1, 10) or self.failures % 100 == 0:
-                log.warning("heartbeat to %s failed (%d in a row): %s", self.router_url, self.failures, exc)
+                log.warning("heartbeat to %s failed (%d in a row): %s", router, self.failures, exc)
+            self.current = (self.current + 1) % len(self.routers)  # the next replica, next time
             return False
         if body.get("new") or not self.registered:
             log.info("registered with router %s as %s (%s)", self.router_url, self.node_id, self.url)

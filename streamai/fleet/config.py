@@ -55,6 +55,10 @@ class FleetConfig(Strict):
     evict_after_s: float = Field(60.0, gt=0)  # a node silent this long is forgotten (it re-registers on return)
     max_nodes: int = Field(10_000, ge=1)  # registrations beyond this are refused
     max_answer_bytes: int = Field(64 * 1024, ge=4096)  # a node's answer to an offer is read up to this
+    # shared state for router replicas (streamai/fleet/redis_state.py); None: this router's memory only
+    redis_url: str | None = Field(None, repr=False)  # may hold a password
+    redis_prefix: str = Field("streamai:fleet:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+    sync_interval_s: float = Field(0.25, gt=0, le=10)  # how often a replica refreshes its view from Redis
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)  # the entry point's own limits
 
     @field_validator("client_prefixes")

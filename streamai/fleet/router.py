@@ -444,8 +444,14 @@ def create_router_app(config: FleetConfig, state: FleetState | None = None) -> w
             f"the router binds {config.host}, not loopback, and has no node_secret: anyone could register a node. "
             "Set node_secret (or STREAMAI_FLEET_SECRET); see SECURITY.md"
         )
-    guard = EntryGuard(config.protection)
-    # sessions live on the nodes (which cap them per address); the router limits request and session rates
+    if state is None and config.redis_url:
+        from .redis_state import RedisFleetState
+
+        state = RedisFleetState(config, config.redis_url, config.redis_prefix)
+    state = state or MemoryFleetState(config)
+    # sessions live on the nodes (which cap them per address); the router limits request and session
+    # rates, in the shared store when there is one (an attacker gains nothing by spreading over replicas)
+    guard = EntryGuard(config.protection, limiter=state.take if config.redis_url else None)
     app = web.Application(
         client_max_size=MAX_BODY + 1,
         middlewares=[errors_as_json, guard_middleware(guard, lambda client, token: (0, 0))],

@@ -58,7 +58,7 @@ class ServerSettings(BaseModel):
     preload: list[str] = Field(default_factory=list)  # pipelines whose models load at start and stay loaded
     retry_after_s: int = Field(5, ge=1)
     # fleet (streamai/fleet, docs/fleet.md): register with a router, run remote stages on Ray Serve
-    router_url: str | None = None  # heartbeat to this router (``streamai router``)
+    router_url: str | None = None  # heartbeat to this router, or to one of replicas "http://a,http://b"
     region: str | None = None  # this node's region (routing; ``region_models``; ``data_region: required``)
     # client IP prefix -> region, for clients that reach this node without the router's signed grant
     client_prefixes: dict[str, str] = Field(default_factory=dict)

@@ -24,6 +24,7 @@ from .clients import ClientAddresses, limit_key, parse_networks
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SIGNALING_PREFIXES = ("/v1/", "/whip", "/whep")
 CLIENT = web.RequestKey("client", str)  # the client address the guard judged
+Limiter = Callable[[str, float, int], Awaitable[bool]]  # (bucket key, rate per s, burst) -> a token taken
 
 
 class ProtectionSettings(BaseModel):
@@ -72,8 +73,11 @@ class Refused(ClientError):
 class EntryGuard:
     """The limits' state: buckets per client (LRU-bounded) and refusal counters."""
 
-    def __init__(self, settings: ProtectionSettings, capacity: int | None = None) -> None:
+    def __init__(
+        self, settings: ProtectionSettings, capacity: int | None = None, limiter: Limiter | None = None
+    ) -> None:
         self.settings = settings
+        self.limiter = limiter  # shared buckets (a router replica's Redis); None: this process's own
         self.max_per_client = settings.sessions_per_client(capacity)
         self.addresses = ClientAddresses(settings.trusted_proxies)
         self.refusals: Counter[str] = Counter()
@@ -94,19 +98,24 @@ class EntryGuard:
             table.move_to_end(key)
         return bucket
 
-    def check_request(self, client: str) -> None:
+    async def _take(self, table: OrderedDict[str, TokenBucket], kind: str, key: str, rate: float, burst: int) -> bool:
+        if self.limiter is not None:
+            return await self.limiter(f"{kind}:{key}", rate, burst)
+        return self._bucket(table, key, rate, burst).take()
+
+    async def check_request(self, client: str) -> None:
         s = self.settings
-        if not self._bucket(self._requests, limit_key(client), s.requests_per_s, s.requests_burst).take():
+        if not await self._take(self._requests, "requests", limit_key(client), s.requests_per_s, s.requests_burst):
             raise Refused(429, "request_rate", "too many signaling requests from this address", 1 / s.requests_per_s)
 
-    def check_session(self, client: str, token: str | None, open_by_client: int, open_by_token: int) -> None:
+    async def check_session(self, client: str, token: str | None, open_by_client: int, open_by_token: int) -> None:
         s = self.settings
         if self.max_per_client is not None and open_by_client >= self.max_per_client:
             raise Refused(429, "client_sessions", f"at most {self.max_per_client} sessions per address", 5)
         if token is not None and open_by_token >= s.max_sessions_per_token:
             raise Refused(429, "token_sessions", f"at most {s.max_sessions_per_token} sessions per API token", 5)
         rate = s.sessions_per_min / 60
-        if not self._bucket(self._sessions, limit_key(client), rate, s.sessions_burst).take():
+        if not await self._take(self._sessions, "sessions", limit_key(client), rate, s.sessions_burst):
             raise Refused(429, "session_rate", "too many new sessions from this address", 1 / rate)
 
     def refuse(self, exc: Refused) -> web.Response:
@@ -149,11 +158,11 @@ def guard_middleware(
         client = resolve(request)
         request[CLIENT] = client
         try:
-            guard.check_request(client)
+            await guard.check_request(client)
             if creates_session(request):
                 token = bearer_token(request)
                 by_client, by_token = open_sessions(limit_key(client), token)
-                guard.check_session(client, token, by_client, by_token)
+                await guard.check_session(client, token, by_client, by_token)
         except Refused as exc:
             return guard.refuse(exc)
         return await handler(request)
