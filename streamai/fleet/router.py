@@ -198,6 +198,8 @@ class Router:
             rejected.add_metric([code], count)
         yield rejected
         yield CounterMetricFamily("streamai_fleet_failovers", "Offers retried at another node.", value=self.failovers)
+        up = getattr(self.state, "up", True)  # a shared store (Redis) reachable now; memory is always up
+        yield GaugeMetricFamily("streamai_fleet_store_up", "1 while the fleet's state store answers.", value=int(up))
         decision = histogram_family("streamai_fleet_decision_seconds", "Time to rank nodes for one request.", [])
         add_histogram(decision, [], self.decide_time)
         yield decision
