@@ -100,6 +100,11 @@ class AudioArrayTrack(MediaStreamTrack):
         """When the first packet left (``streamai.frames.now()`` clock), or None before."""
         return self._start
 
+    @property
+    def sent_s(self) -> float:
+        """Seconds of audio sent so far (silence after the clip included): the media time now."""
+        return self._position / SAMPLE_RATE
+
     def on_packet(self, start: int, sent: float) -> None:
         """Called as the packet holding samples ``start..start+960`` of the clip leaves; for subclasses."""
 
