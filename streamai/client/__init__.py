@@ -55,7 +55,7 @@ from .media import (
 )
 from .received import ReceivedTrack, frame_array
 from .reconnect import ReconnectingSession, reconnect
-from .session import Connecting, Session, connect
+from .session import Connecting, Session, SessionOptions, connect
 from .signaling import Endpoints
 from .watch import EventWatcher, watch_events
 
@@ -82,6 +82,7 @@ __all__ = [
     "ReconnectingEvent",
     "ReconnectingSession",
     "Session",
+    "SessionOptions",
     "StateEvent",
     "StatsEvent",
     "StreamaiError",

@@ -16,7 +16,7 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import av
 from aiortc.contrib.media import MediaRelay
@@ -26,7 +26,7 @@ from .errors import Backoff, ClientCode, StreamaiError
 from .events import Event, ReconnectingEvent
 from .media import SAMPLE_RATE, AudioInput, VideoInput, audio_source, video_source
 from .received import FrameQueue, ReceivedTrack
-from .session import Session
+from .session import Session, SessionOptions
 from .signaling import Endpoints
 
 FrameListener = Callable[[Any, float], None]
@@ -128,7 +128,9 @@ class ReconnectingSession:
                     queue.end()
 
     def _new_session(self) -> Session:
-        media = {kind: self._relay.subscribe(track, buffered=False) for kind, track in self._sources.items()}
+        # audio buffered (every packet), video unbuffered (the newest picture); the relay keeps reading the
+        # source between sessions, so a live source never bursts its backlog into the next one
+        media = {kind: self._relay.subscribe(track, buffered=kind == "audio") for kind, track in self._sources.items()}
         session = Session(self.endpoints.urls, endpoints=self.endpoints, audio=media.get("audio"),
                           video=media.get("video"), **self.options)  # fmt: skip
         session.on_event(self._push)
@@ -235,12 +237,14 @@ def reconnect(
     audio: AudioInput | None = None,
     video: VideoInput | None = None,
     backoff: Backoff | None = None,
-    **options: Any,
+    **options: Unpack[SessionOptions],
 ) -> ReconnectingSession:
     """A session that reopens itself after retryable failures: ``async with reconnect(url, ...) as live:``.
 
     Takes :func:`connect`'s arguments plus ``backoff`` (default :class:`Backoff`: 5 retries
     from 0.5 s, doubling, at most 15 s, never shorter than ``Retry-After``).
     """
+    if "endpoints" in options:
+        raise TypeError("reconnect() keeps its own Endpoints")
     return ReconnectingSession(url, backoff=backoff, pipeline=pipeline, params=params, token=token, audio=audio,
                                video=video, **options)  # fmt: skip

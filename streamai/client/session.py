@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import aiohttp
 import av
@@ -48,6 +48,25 @@ IceServerLike = str | Mapping[str, Any] | RTCIceServer
 EventListener = Callable[[Event], None]
 
 ENDED_STATES = ("closed", "ended", "stopped")
+
+
+class SessionOptions(TypedDict, total=False):
+    """:class:`Session`'s further keyword options, as :func:`connect` and ``reconnect`` take them."""
+
+    receive_audio: bool | None
+    receive_video: bool | None
+    sample_rate: int
+    fps: float
+    headers: Mapping[str, str] | None
+    ice_servers: Sequence[IceServerLike]
+    ice_loopback: bool
+    http: aiohttp.ClientSession | None
+    request_timeout: float
+    connect_timeout: float
+    server_timeout: float
+    ping_interval: float
+    event_buffer: int
+    endpoints: Endpoints | None
 
 
 def ice_configuration(servers: Sequence[IceServerLike]) -> RTCConfiguration:
@@ -528,7 +547,7 @@ def connect(
     token: str | None = None,
     audio: AudioInput | None = None,
     video: VideoInput | None = None,
-    **options: Any,
+    **options: Unpack[SessionOptions],
 ) -> Connecting:
     """Open a session: ``async with connect(url, pipeline=...) as session:`` (or ``session = await connect(...)``).
 
@@ -537,7 +556,13 @@ def connect(
     or pictures; see :data:`AudioInput`, :data:`VideoInput`); processed media comes back
     on ``session.audio`` / ``session.video``. ``token`` is the API token (creating
     sessions); the session's own token from the answer is used inside. Further keyword
-    options are :class:`Session`'s (``receive_audio``, ``headers``, ``ice_servers``,
-    ``ice_loopback``, ``http``, timeouts, ``ping_interval``, ...).
+    options (:class:`SessionOptions`): ``receive_audio``/``receive_video`` (default: the kinds
+    sent; True without sending = receive only), ``sample_rate`` of PCM input, ``fps`` of
+    picture input, ``headers`` for the offer (e.g. ``X-Client-Region``), ``ice_servers``
+    (none by default), ``ice_loopback`` (offer only 127.0.0.1: tests, one machine), ``http``
+    (an aiohttp session to reuse), ``request_timeout`` (30 s: a node may load models first),
+    ``connect_timeout`` (15 s from the answer), ``server_timeout`` (8 s of silence = gone),
+    ``ping_interval`` (1 s; 0: no pings), ``event_buffer`` (4096 events kept for ``events()``),
+    ``endpoints`` (an :class:`Endpoints` to share Retry-After memory between sessions).
     """
     return Connecting(Session(url, pipeline=pipeline, params=params, token=token, audio=audio, video=video, **options))
