@@ -121,8 +121,7 @@ async def test_events_websocket_watcher_sees_the_data_channels_events_and_ends_w
         channel: list[dict] = []
         session.on_event(lambda event: channel.append(event.raw()))
         socket: list[dict] = []
-        async with client.watch_events(session.node_url or url, session.session_id or "",
-                                       session.session_token) as watcher:  # fmt: skip
+        async with session.watch_events() as watcher:
 
             async def read() -> None:
                 async for event in watcher:

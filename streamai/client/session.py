@@ -26,7 +26,7 @@ from aiortc.mediastreams import MediaStreamTrack
 
 from ..frames import now
 from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
-from .errors import ClientCode, StreamaiError
+from .errors import Backoff, ClientCode, StreamaiError
 from .events import (
     BadEvent,
     ErrorEvent,
@@ -40,6 +40,7 @@ from .events import (
 from .media import SAMPLE_RATE, AudioInput, VideoInput, audio_source, video_source
 from .received import ReceivedTrack
 from .signaling import Endpoints, Offered, delete_session, post_offer
+from .watch import DEFAULT_BACKOFF, EventWatcher
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,12 @@ class Session:
             self._reading_events = False
         if self.error is not None:
             raise self.error
+
+    def watch_events(self, reconnect: Backoff | None = DEFAULT_BACKOFF) -> EventWatcher:
+        """This session's events WebSocket (with its token), for a second reader that wants no media."""
+        if self.session_id is None or self.node_url is None:
+            raise StreamaiError("the session has no id yet: start() it first", code="bad_state", fatal=False)
+        return EventWatcher(self.node_url, self.session_id, self.session_token, reconnect=reconnect)
 
     # -- steering ----------------------------------------------------------------
     def send_nowait(self, message: Mapping[str, Any]) -> None:
