@@ -80,7 +80,9 @@ async def test_a_stage_raising_on_every_nth_frame_drops_and_counts_those_and_the
         assert await wait_for(lambda: stage.raised >= 10, 15), "the fault stage saw too few frames"
         received = probe.report.video_frames
         await asyncio.sleep(1.0)
-        async with http.get(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+        async with http.get(
+            f"{url}/v1/sessions/{probe.report.session_id}", headers=probe.session_headers()
+        ) as response:
             assert response.status == 200
             body = await response.json()
         async with http.get(f"{url}/metrics") as response:
@@ -128,11 +130,15 @@ async def test_a_hanging_stage_misses_deadlines_but_the_session_answers_and_dele
             lambda: any(e.get("type") == "pong" and e.get("t") == sent for e in probe.report.events), 3
         )
         started = time.monotonic()
-        async with http.get(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+        async with http.get(
+            f"{url}/v1/sessions/{probe.report.session_id}", headers=probe.session_headers()
+        ) as response:
             assert response.status == 200
             stats = (await response.json())["stats"]
         assert stats["drops"]["stuck"]["replaced"] > 20 and stats["drops"]["output"]["late"] >= 2
-        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+        async with http.delete(
+            f"{url}/v1/sessions/{probe.report.session_id}", headers=probe.session_headers()
+        ) as response:
             assert response.status == 200
         assert time.monotonic() - started < 6
         assert not app[SESSIONS].sessions
@@ -148,7 +154,9 @@ async def test_a_hanging_stage_misses_deadlines_but_the_session_answers_and_dele
         assert isinstance(stage, Fault)
         assert await wait_for(lambda: stage.hanging == 1, 5)
         started = time.monotonic()
-        async with http.delete(f"{url}/v1/sessions/{probe.report.session_id}") as response:
+        async with http.delete(
+            f"{url}/v1/sessions/{probe.report.session_id}", headers=probe.session_headers()
+        ) as response:
             assert response.status == 200
         assert time.monotonic() - started < 6
         assert stage.stopped and stage._executor is None

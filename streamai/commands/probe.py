@@ -1,4 +1,8 @@
-"""``streamai probe URL``: connect the Python test peer to a node and report latency as JSON."""
+"""``streamai probe URL [URL...]``: connect the Python test peer to a node and report latency as JSON.
+
+The peer is a :mod:`streamai.client` session: several URLs (router replicas) are tried
+in order, moving on after a connection error, a 5xx or a 429.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,10 @@ import sys
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("probe", help="connect a test peer to a node and measure glass-to-glass latency")
-    parser.add_argument("url", help="node or router URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument(
+        "urls", nargs="+", metavar="URL",
+        help="node or router URL, e.g. http://127.0.0.1:8080; several router replicas are tried in order",
+    )  # fmt: skip
     parser.add_argument("--pipeline", help="pipeline name (default: the node's default)")
     parser.add_argument("--input", help="a .y4m (video) or .wav (audio) file to send instead of test media")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -33,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(
             run_probe(
-                args.url,
+                args.urls,
                 args.pipeline,
                 args.seconds,
                 params=params,
@@ -45,10 +52,8 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     except ProbeError as exc:
-        print(f"error: the node refused the session: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        what = "the node refused the session" if exc.status else "no session"
+        print(f"error: {what}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(report.summary(), indent=2))
     return 0

@@ -1,21 +1,22 @@
-"""The Python test peer: an aiortc client that sends synthetic or file media to a node,
-receives what comes back and measures glass-to-glass latency on its own clock.
+"""The Python test peer: a :mod:`streamai.client` session that sends synthetic or file media
+and measures glass-to-glass latency on its own clock.
 
 Video latency: every sent frame carries its number as a barcode; a received frame's
 latency is its arrival time minus the time that number left this peer. Audio
 latency: marker tone bursts (1 s apart) are sent; the onset of each received burst
-is matched to the burst sent before it. One clock for both ends.
+is matched to the burst sent before it. One clock for both ends. Connecting,
+signaling (routers, failover), events and closing are the client's; only the
+measuring lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,48 +24,34 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamTrack
 
+from ..client import Session, StreamaiError
+from ..client.events import Event
+from ..client.media import AUDIO_PACKET, SAMPLE_RATE, AudioArrayTrack
+from ..client.media import PacedVideoTrack as _ClientVideoTrack
+from ..client.received import ReceivedTrack, frame_array
 from ..frames import now
-from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
-from ..transport.ice import offer_loopback_candidates_only, rtc_configuration
-from ..transport.inbound import InboundCounters, take_newest
-from .media import SAMPLE_RATE, TestPattern, decode_barcode, detect_bursts, marker_track
+from ..transport.decode_queue import LatestDecodeQueue
+from .media import TestPattern, decode_barcode, detect_bursts, marker_track
 
-AUDIO_PACKET = 960
 MARKER_PERIOD = 1.0
 
 
-class PacedVideoTrack(MediaStreamTrack):
+class PacedVideoTrack(_ClientVideoTrack):
     """A video track paced at ``fps`` by the clock; remembers when each numbered frame left."""
 
-    kind = "video"
-
     def __init__(self, fps: float = 30.0) -> None:
-        super().__init__()
-        self.fps = fps
+        super().__init__(fps)
         self.sent_at: dict[int, float] = {}
-        self._index = 0
-        self._start: float | None = None
 
     def picture(self, index: int) -> np.ndarray:
         """The RGB picture of frame ``index``."""
         raise NotImplementedError
 
-    async def recv(self) -> av.VideoFrame:
-        if self._start is None:
-            self._start = now()
-        due = self._start + self._index / self.fps
-        if due > now():
-            await asyncio.sleep(due - now())
-        index = self._index
-        self._index += 1
-        frame = av.VideoFrame.from_ndarray(self.picture(index), format="rgb24")
-        frame.pts = int(index * 90000 / self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
-        self.sent_at[index] = now()
-        return frame
+    def on_frame(self, index: int, sent: float) -> None:
+        self.sent_at[index] = sent
 
 
 class BarcodeVideoTrack(PacedVideoTrack):
@@ -91,44 +78,18 @@ class FileVideoTrack(PacedVideoTrack):
         return self.frames[index % len(self.frames)]
 
 
-class PacedAudioTrack(MediaStreamTrack):
-    """20 ms packets of 48 kHz mono from a sample array (looping), paced by the clock."""
-
-    kind = "audio"
+class PacedAudioTrack(AudioArrayTrack):
+    """20 ms packets of 48 kHz mono from a sample array (looping), paced by the clock; notes marker send times."""
 
     def __init__(self, samples: np.ndarray, onsets: list[float] | None = None, loop: bool = True) -> None:
-        super().__init__()
-        self.samples = samples.reshape(-1)
+        super().__init__(samples.reshape(-1), SAMPLE_RATE, loop=loop)
         self.onsets = [round(t * SAMPLE_RATE) for t in (onsets or [])]
-        self.loop = loop
         self.sent_onsets: list[float] = []  # send time of each marker onset, in order
-        self._position = 0
-        self._start: float | None = None
-        self._packets = 0
 
-    async def recv(self) -> av.AudioFrame:
-        if self._start is None:
-            self._start = now()
-        due = self._start + self._packets * AUDIO_PACKET / SAMPLE_RATE
-        if due > now():
-            await asyncio.sleep(due - now())
-        total = len(self.samples)
-        start = self._position % total if self.loop else self._position
-        chunk = self.samples[start : start + AUDIO_PACKET]
-        if len(chunk) < AUDIO_PACKET:
-            tail = self.samples[: AUDIO_PACKET - len(chunk)] if self.loop else np.zeros(AUDIO_PACKET - len(chunk))
-            chunk = np.concatenate([chunk, tail]).astype(np.int16)
-        sent = now()
+    def on_packet(self, start: int, sent: float) -> None:
         for onset in self.onsets:
             if start <= onset < start + AUDIO_PACKET:
                 self.sent_onsets.append(sent + (onset - start) / SAMPLE_RATE)
-        frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = self._position
-        frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
-        self._position += AUDIO_PACKET
-        self._packets += 1
-        return frame
 
 
 def marker_audio(seconds: float = 10.0) -> PacedAudioTrack:
@@ -203,21 +164,26 @@ class ProbeReport:
         }
 
 
-class ProbeError(RuntimeError):
-    """The node refused the session; ``status`` and ``body`` are the server's answer."""
+class ProbeError(StreamaiError):
+    """The session could not be had: ``status`` and ``body`` are the server's answer (status 0: no answer)."""
 
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-        self.body = body
+    def __init__(self, status: int, body: Any, error: StreamaiError | None = None) -> None:
+        source = error or StreamaiError(f"HTTP {status}: {body}", status=status, body=body)
+        super().__init__(source.message, status=status, code=source.code, retry_after=source.retry_after,
+                         body=body, url=source.url)  # fmt: skip
+
+    @classmethod
+    def from_error(cls, error: StreamaiError) -> ProbeError:
+        """The client's error as the peer's."""
+        return cls(error.status, error.body, error)
 
 
 class Probe:
-    """One session against a node: connect, stream, measure, close."""
+    """One session against a node (or routers: ``url`` may list several): connect, stream, measure, close."""
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         pipeline: str | None = None,
         *,
         params: dict[str, Any] | None = None,
@@ -227,130 +193,129 @@ class Probe:
         loopback: bool = True,
         headers: dict[str, str] | None = None,
         on_video: Callable[[float, np.ndarray], None] | None = None,
+        connect_timeout: float = 15.0,
+        server_timeout: float = 8.0,
     ) -> None:
-        self.url = url.rstrip("/")
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url = self.urls[0].rstrip("/")
         self.on_video = on_video  # every received picture with its arrival time (peer clock)
         self.extra_headers = dict(headers or {})  # e.g. X-Client-Region for a fleet router
-        self.answer: dict[str, Any] = {}
         self.pipeline = pipeline
         self.params = params
         self.video = video
         self.audio = audio
         self.token = token
+        self.loopback = loopback
+        self.connect_timeout = connect_timeout
+        self.server_timeout = server_timeout
         self.report = ProbeReport(pipeline=pipeline or "")
-        self.pc: RTCPeerConnection | None = None
-        self.channel: Any = None
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.session: Session | None = None
         self._audio_chunks: list[tuple[float, np.ndarray]] = []
         self._video_sum = 0.0
-        self.decode_queue: LatestDecodeQueue | None = None
-        if loopback:
-            offer_loopback_candidates_only()
 
-    def _headers(self) -> dict[str, str]:
-        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        return {**self.extra_headers, **auth}
+    @property
+    def answer(self) -> dict[str, Any]:
+        """The node's (or a fleet router's) JSON answer; empty before one came."""
+        return self.session.answer if self.session is not None else {}
+
+    @property
+    def pc(self) -> RTCPeerConnection | None:
+        """The peer connection (None before ``connect``)."""
+        return self.session.pc if self.session is not None else None
+
+    @property
+    def channel(self) -> Any:
+        """The ``events`` data channel (None before ``connect``)."""
+        return self.session.channel if self.session is not None else None
+
+    @property
+    def decode_queue(self) -> LatestDecodeQueue | None:
+        """The bounded decode queue of the received video, when there is one."""
+        return self.session.decode_queue if self.session is not None else None
 
     @property
     def session_token(self) -> str | None:
         """The session's own capability from the node's answer (it reads and steers this session only)."""
-        return self.answer.get("session_token")
+        return self.session.session_token if self.session is not None else None
 
     def session_headers(self) -> dict[str, str]:
         """``Authorization`` for this session's own endpoints (summary, events, DELETE)."""
         return {"Authorization": f"Bearer {self.session_token}"} if self.session_token else {}
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
-        self.pc = pc = RTCPeerConnection(rtc_configuration([]))
-        self.channel = pc.createDataChannel("events")
-        self.channel.on("message", self._on_message)
-        if self.video is not None:
-            pc.addTrack(self.video)
-        if self.audio is not None:
-            pc.addTrack(self.audio)
-        pc.on("track", self._on_track)
-        started = now()
-        await pc.setLocalDescription(await pc.createOffer())
-        body = {"sdp": pc.localDescription.sdp, "type": "offer", "pipeline": self.pipeline, "params": self.params}
-        async with http.post(f"{self.url}/v1/sessions", json=body, headers=self._headers()) as response:
-            answer = await response.json(content_type=None)
-            if response.status != 200:
-                raise ProbeError(response.status, answer)
-        self.report.session_id = answer["session_id"]
-        self.answer = answer  # the node's (or a fleet router's) JSON answer
-        redirected = str(response.url.origin()) if response.history else None  # a router's 307
-        self.url = (answer.get("node_url") or redirected or self.url).rstrip("/")  # fleet: talk to the node now
-        self.report.pipeline = answer["pipeline"]
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
-        for transceiver in pc.getTransceivers():  # view like a real-time player: never a decode backlog
-            if transceiver.kind == "video":
-                self.decode_queue = bound_video_decoding(transceiver.receiver)
-        for _ in range(200):
-            if pc.connectionState == "connected":
-                break
-            await asyncio.sleep(0.025)
-        self.report.connect_ms = (now() - started) * 1000
-
-    def _on_message(self, message: str | bytes) -> None:
+        """Open the session through the client; :class:`ProbeError` when it cannot be had."""
+        self.session = session = Session(
+            self.urls, pipeline=self.pipeline, params=self.params, token=self.token, audio=self.audio,
+            video=self.video, headers=self.extra_headers, ice_loopback=self.loopback, http=http,
+            connect_timeout=self.connect_timeout, server_timeout=self.server_timeout,
+            ping_interval=0,  # the peer pings when its caller asks: control-rate tests count every message
+        )  # fmt: skip
+        session.on_event(self._on_event)
+        session.on_track(self._on_track)
         try:
-            event = json.loads(message)
-        except ValueError:
-            return
-        if event.get("type") == "pong" and isinstance(event.get("t"), int | float):
-            self.report.datachannel_rtt_ms.append((time.time() - event["t"]) * 1000)
-        self.report.events.append(event)
+            await session.start()
+        except StreamaiError as error:
+            raise ProbeError.from_error(error) from None
+        finally:
+            if session.session_id:
+                self.report.session_id = session.session_id
+            if session.node_url:
+                self.url = session.node_url  # fleet: talk to the node now
+        self.report.pipeline = session.pipeline or ""
+        self.report.connect_ms = session.connect_ms or 0.0
+
+    def _on_event(self, event: Event) -> None:
+        raw = event.raw()
+        if raw.get("type") == "pong" and isinstance(raw.get("t"), int | float):
+            self.report.datachannel_rtt_ms.append((time.time() - raw["t"]) * 1000)
+        self.report.events.append(raw)
 
     def send(self, message: dict[str, Any] | str | bytes) -> None:
+        """Send anything on the events channel as it is (tests send malformed messages on purpose)."""
         payload = message if isinstance(message, str | bytes) else json.dumps(message)
-        if self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(payload)
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(payload)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        reader = self._read_video if track.kind == "video" else self._read_audio
-        self._tasks.append(asyncio.create_task(reader(track)))
+    def _on_track(self, received: ReceivedTrack[Any]) -> None:
+        if received.kind == "video":
+            received.on_frame(lambda frame, arrived: self._on_video(received, frame, arrived))
+        else:
+            received.on_frame(self._on_audio)
 
-    async def _read_video(self, track: MediaStreamTrack) -> None:
+    def _on_video(self, received: ReceivedTrack[Any], frame: av.VideoFrame, arrived: float) -> None:
+        report = self.report
+        report.video_skipped = received.skipped
+        image = frame_array(frame)
+        report.video_frames += 1
+        report.last_video = image
+        if self.on_video is not None:
+            self.on_video(arrived, image)
+        self._video_sum += float(image.mean())
+        report.video_mean_luma = self._video_sum / report.video_frames
+        code = decode_barcode(image)
+        if code is None:
+            return
+        report.video_decoded_barcodes += 1
+        report.video_inverted += int(code.inverted)
         sent_at = getattr(self.video, "sent_at", {})
-        counters = InboundCounters()
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = take_newest(track, await track.recv(), counters)
-                arrived = now()
-                self.report.video_skipped = counters.skipped
-                image = frame.to_ndarray(format="rgb24")
-                report = self.report
-                report.video_frames += 1
-                report.last_video = image
-                if self.on_video is not None:
-                    self.on_video(arrived, image)
-                self._video_sum += float(image.mean())
-                report.video_mean_luma = self._video_sum / report.video_frames
-                code = decode_barcode(image)
-                if code is None:
-                    continue
-                report.video_decoded_barcodes += 1
-                report.video_inverted += int(code.inverted)
-                if code.value in sent_at:
-                    report.video_latency_ms.append((arrived - sent_at.pop(code.value)) * 1000)
+        if code.value in sent_at:
+            report.video_latency_ms.append((arrived - sent_at.pop(code.value)) * 1000)
 
-    async def _read_audio(self, track: MediaStreamTrack) -> None:
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await track.recv()
-                arrived = now()
-                samples = frame.to_ndarray().reshape(-1, len(frame.layout.channels))
-                mono = samples.astype(np.float32).mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-                if frame.sample_rate != SAMPLE_RATE:
-                    continue
-                self._audio_chunks.append((arrived, mono.astype(np.int16)))
-                self.report.audio_frames += 1
+    def _on_audio(self, frame: av.AudioFrame, arrived: float) -> None:
+        if frame.sample_rate != SAMPLE_RATE:
+            return
+        samples = frame_array(frame)
+        mono = samples.astype(np.float32).mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+        self._audio_chunks.append((arrived, mono.astype(np.int16)))
+        self.report.audio_frames += 1
 
     async def ping(self) -> None:
         self.send({"type": "ping", "t": time.time()})
 
     def finish_audio(self) -> None:
         """Energy of what came back and marker-burst latencies."""
-        if not self._audio_chunks:
+        if not self._audio_chunks or self.report.received_audio is not None:
             return
         audio = np.concatenate([c for _, c in self._audio_chunks])
         self.report.received_audio = audio
@@ -368,20 +333,15 @@ class Probe:
                 self.report.audio_latency_ms.append((received - earlier[-1]) * 1000)
 
     async def close(self, http: aiohttp.ClientSession | None = None, delete: bool = True) -> None:
-        if delete and http is not None and self.report.session_id:
-            with contextlib.suppress(aiohttp.ClientError):
-                url = f"{self.url}/v1/sessions/{self.report.session_id}"
-                async with http.delete(url, headers=self.session_headers()):
-                    pass
-        for task in self._tasks:
-            task.cancel()
-        if self.pc is not None:
-            await self.pc.close()
+        """End the session (``delete=False``: hang up without DELETE) and measure what came back."""
+        if self.session is not None:
+            with contextlib.suppress(StreamaiError):
+                await self.session.close(delete=delete)
         self.finish_audio()
 
 
 async def run_probe(
-    url: str,
+    url: str | Sequence[str],
     pipeline: str | None,
     seconds: float = 5.0,
     *,
