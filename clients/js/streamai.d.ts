@@ -5,8 +5,11 @@ export const VERSION: string;
 export type SessionState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'closing' | 'closed';
 
 export interface ConnectOptions {
-  /** Server base URL; '' (default) = same origin. May carry a path prefix. */
-  url?: string;
+  /**
+   * Server base URL; '' (default) = same origin. May carry a path prefix. An array names router
+   * replicas: the offer goes to the first that takes it (the next on a network error, timeout, 5xx or 429).
+   */
+  url?: string | string[];
   /** Pipeline name from GET /v1/pipelines. */
   pipeline: string;
   /** Per-session pipeline parameters. */
@@ -17,7 +20,8 @@ export interface ConnectOptions {
   receive?: { audio?: boolean; video?: boolean };
   /** STUN/TURN servers. Default [] (no public STUN server is ever added). */
   iceServers?: RTCIceServer[];
-  /** Sent as `Authorization: Bearer <token>` (and `?token=` on the events WebSocket). */
+  /** The API token, sent as `Authorization: Bearer <token>` when the session is created (the session's own
+   * `session_token` from the answer is used for everything after: DELETE, the events WebSocket). */
   token?: string;
   /** Element to play the processed video (and audio, when no `audio` element is given). */
   video?: HTMLVideoElement | null;
@@ -153,6 +157,10 @@ export declare class Session {
   constructor(options: ConnectOptions);
   readonly state: SessionState;
   sessionId: string | null;
+  /** This session's capability (from the answer): reads, steers and ends it. */
+  sessionToken: string | null;
+  /** Lets others watch this session over WHEP, nothing else (the demo's viewer link). */
+  viewerToken: string | null;
   /** The node holding the session (differs from `url` when a fleet router placed it). */
   nodeUrl: string | null;
   pipeline: string | null;

@@ -293,20 +293,10 @@ export class Session {
 
     const body = { sdp: pc.localDescription.sdp, type: 'offer', pipeline: o.pipeline };
     if (o.params) body.params = o.params;
-    const res = await request(
-      deps,
-      endpoint(o.url, '/v1/sessions'),
-      {
-        method: 'POST',
-        headers: authHeaders(o.token, { 'Content-Type': 'application/json' }),
-        body: JSON.stringify(body),
-        signal: this._abort?.signal,
-      },
-      o.requestTimeoutMs,
-    );
-    const answer = await jsonOrThrow(res);
+    const { answer, url } = await this._postOffer(JSON.stringify(body));
+    this.url = url;
     if (!answer || typeof answer.sdp !== 'string' || !answer.sdp) {
-      throw new StreamaiError('server answer has no SDP', { status: res.status, code: CLIENT_CODES.BAD_RESPONSE });
+      throw new StreamaiError('server answer has no SDP', { status: 200, code: CLIENT_CODES.BAD_RESPONSE });
     }
     this.answer = answer;
     this.sessionId = answer.session_id ?? null;
@@ -316,7 +306,7 @@ export class Session {
     this.viewerToken = typeof answer.viewer_token === 'string' ? answer.viewer_token : null;
     this.pipeline = answer.pipeline ?? this.pipeline;
     // through a fleet router the answer names the node that holds the session: talk to it directly
-    this.nodeUrl = typeof answer.node_url === 'string' && answer.node_url ? answer.node_url : o.url;
+    this.nodeUrl = typeof answer.node_url === 'string' && answer.node_url ? answer.node_url : url;
     this._checkAlive();
     // from the answer on, ICE + DTLS + the events channel get connectTimeoutMs (the POST has its own
     // requestTimeoutMs: a server may load a model before it answers)
@@ -464,6 +454,40 @@ export class Session {
       const msg = e && e.error && e.error.message ? e.error.message : 'events channel error';
       if (this._machine.isActive) this.emitter.emit('warning', { message: msg });
     });
+  }
+
+  /**
+   * POST the offer to the first of `url` (a string, or router replicas as an array) that takes it: a
+   * network error, timeout, 5xx or 429 moves on to the next; any other refusal is the client's own and
+   * is thrown at once. Returns the answer and the URL that gave it.
+   */
+  async _postOffer(body) {
+    const o = this.options;
+    const urls = Array.isArray(o.url) ? o.url : [o.url];
+    let last = null;
+    for (const url of urls) {
+      try {
+        const res = await request(
+          this.deps,
+          endpoint(url, '/v1/sessions'),
+          {
+            method: 'POST',
+            headers: authHeaders(o.token, { 'Content-Type': 'application/json' }),
+            body,
+            signal: this._abort?.signal,
+          },
+          o.requestTimeoutMs,
+        );
+        return { answer: await jsonOrThrow(res), url };
+      } catch (err) {
+        const e = toStreamaiError(err);
+        const tryNext = e.code === CLIENT_CODES.NETWORK || e.code === CLIENT_CODES.TIMEOUT || e.status >= 500 || e.status === 429;
+        if (!tryNext || e.code === CLIENT_CODES.ABORTED) throw e;
+        last = e;
+        this.emitter.emit('warning', { message: `${url}: ${e.message}; trying the next router` });
+      }
+    }
+    throw last;
   }
 
   _openSocket(eventsUrl) {

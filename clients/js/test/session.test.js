@@ -452,3 +452,38 @@ test('through a fleet router: DELETE goes to the node named in the answer', asyn
   assert.ok(calls.some((c) => c.method === 'DELETE' && c.url === 'http://eu1:8080/v1/sessions/s1'));
   assert.ok(!calls.some((c) => c.method === 'DELETE' && c.url.startsWith('http://router:9000')));
 });
+
+test('the session token from the answer (not the API token) ends the session', async () => {
+  const calls = [];
+  const s = await connect({
+    ...fast,
+    url: 'http://edge:8080',
+    pipeline: 'transform',
+    token: 'api-token',
+    deps: deps({ calls, routes: [[/^POST .*\/v1\/sessions$/, () => answer({ session_token: 'sess-cap', viewer_token: 'view-cap' })], [/^DELETE /, okDelete]] }),
+  });
+  assert.equal(s.sessionToken, 'sess-cap');
+  assert.equal(s.viewerToken, 'view-cap');
+  await s.close();
+  const del = calls.find((c) => c.method === 'DELETE');
+  assert.equal(del.headers.Authorization, 'Bearer sess-cap');
+  assert.ok(!calls.some((c) => String(c.url).includes('token=')), 'no token ever rides in a URL');
+});
+
+test('router replicas: the offer moves on after a network error or a 5xx, never after a 4xx', async () => {
+  const calls = [];
+  const routes = [
+    [/^POST http:\/\/down\//, () => Promise.reject(new TypeError('fetch failed'))],
+    [/^POST http:\/\/busy\//, () => new Response('{"error":{"code":"all_candidates_failed","message":"x"}}', { status: 502 })],
+    [/^POST http:\/\/up\//, () => answer({ node_url: 'http://node-3:8080' })],
+    [/^DELETE /, okDelete],
+  ];
+  const s = await connect({ ...fast, url: ['http://down', 'http://busy', 'http://up'], pipeline: 'transform', deps: deps({ calls, routes }) });
+  assert.deepEqual(calls.filter((c) => c.method === 'POST').map((c) => c.url), ['http://down/v1/sessions', 'http://busy/v1/sessions', 'http://up/v1/sessions']);
+  assert.equal(s.nodeUrl, 'http://node-3:8080');
+  await s.close();
+  const refused = [[/^POST http:\/\/a\//, () => new Response('{"error":{"code":"unknown_pipeline","message":"no"}}', { status: 404 })], [/^POST /, () => answer()]];
+  const seen = [];
+  await assert.rejects(connect({ ...fast, url: ['http://a', 'http://b'], pipeline: 'nope', deps: deps({ calls: seen, routes: refused }) }), (e) => e.status === 404);
+  assert.deepEqual(seen.filter((c) => c.method === 'POST').map((c) => c.url), ['http://a/v1/sessions']);
+});
