@@ -127,7 +127,7 @@ async def test_a_report_written_into_redis_without_the_fleet_secret_is_ignored(r
         store = aioredis.from_url(redis_server.url, decode_responses=True)
         fake = NodeReport(node_id="evil", url="http://127.0.0.1:9", region="eu-west", capacity=100,
                           pipelines=[{"name": "transform", "stage_p90_ms": {"x": 0.0}}])  # fmt: skip
-        body = json.dumps({"report": fake.model_dump(mode="json"), "seen": time.time()})
+        body = f"{time.time()!r}|{fake.model_dump_json()}"  # the record's shape, without the fleet secret
         prefix = "streamai:fleet:"
         await store.set(f"{prefix}node:evil", json.dumps({"body": body, "sig": "0" * 64}), ex=60)  # forged signature
         await store.set(f"{prefix}node:n1", json.dumps({"body": body.replace("evil", "n1"), "sig": ""}), ex=60)
