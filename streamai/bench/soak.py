@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import math
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -52,9 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-audio", action="store_true", help="send video only")
     parser.add_argument("--settle-s", type=float, default=3.0, help="wait after the last session before 'after'")
     parser.add_argument("--plot", help="PNG path (default: --out with .png)")
+    parser.add_argument("--max-sessions", type=int, help="the node's max_sessions (default: --sessions: at capacity)")
+    parser.add_argument(
+        "--no-events-socket", dest="events_socket", action="store_false",
+        help="do not open an events WebSocket per session (by default each session has one)",
+    )  # fmt: skip
 
 
 # -- the node ---------------------------------------------------------------------------
+
+
+ADMIN_TOKEN = secrets.token_urlsafe(24)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def _free_port() -> int:
@@ -82,7 +92,7 @@ class SoakNode:
             }
 
     async def inside(self, http: aiohttp.ClientSession) -> dict[str, Any]:
-        async with http.get(f"{self.url}/v1/debug/resources") as response:
+        async with http.get(f"{self.url}/v1/debug/resources", headers=ADMIN) as response:
             response.raise_for_status()
             return dict(await response.json())
 
@@ -99,6 +109,7 @@ async def soak_node(pipelines_dir: str | None, max_sessions: int, timeout: float
         "max_sessions": max_sessions,
         # every peer comes from 127.0.0.1: the per-address caps would otherwise bound the soak, not the node
         "protection": {"max_sessions_per_client": max_sessions, "sessions_per_min": 600, "sessions_burst": 100},
+        "admin_token": ADMIN_TOKEN,  # the bench lists every session and reads the debug endpoint as the admin
     }
     if pipelines_dir:
         settings["pipelines_dir"] = str(Path(pipelines_dir).resolve())
@@ -107,7 +118,7 @@ async def soak_node(pipelines_dir: str | None, max_sessions: int, timeout: float
         config.write_text(yaml.safe_dump(settings), encoding="utf-8")
         log_path = Path(folder) / "node.log"
         with log_path.open("wb") as log_file:
-            env = {k: v for k, v in os.environ.items() if k != "STREAMAI_TOKEN"}
+            env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMAI_") or not k.endswith("TOKEN")}
             popen = subprocess.Popen(
                 [sys.executable, "-m", "streamai", "serve", "--config", str(config)],
                 stdout=log_file,
@@ -154,6 +165,10 @@ class Tally:
     final: dict[str, dict[str, int]] = field(default_factory=dict)  # session id -> last server counters
     seen: dict[str, dict[str, int]] = field(default_factory=dict)  # session id -> counters at the last sample
     latencies: list[float] = field(default_factory=list)  # peer-measured video ms, since the last sample
+    sockets_opened: int = 0  # events WebSockets, one per session
+    socket_events: int = 0
+    sockets_closed_by_node: int = 0  # closed by the node when their session ended (as they must be)
+    sockets_left_open: int = 0  # still open 5 s after their session ended (a leak)
     probes: dict[int, tuple[Probe, int]] = field(default_factory=dict)  # live probes and their cursor
 
     def collect_latency(self) -> list[float]:
@@ -186,15 +201,21 @@ async def _driver(index: int, url: str, args: argparse.Namespace, stop_at: float
             audio = None if args.no_audio else marker_audio()
             probe = Probe(url, args.pipeline, video=video, audio=audio)
             ends = stop_at if args.session_s <= 0 else min(stop_at, time.monotonic() + args.session_s)
+            reader: asyncio.Task[None] | None = None
             try:
                 await probe.connect(http)
                 tally.opened += 1
                 tally.probes[id(probe)] = (probe, 0)
+                if args.events_socket:
+                    events = f"{url}/v1/sessions/{probe.report.session_id}/events"
+                    socket = await http.ws_connect(events, headers=probe.session_headers())
+                    tally.sockets_opened += 1
+                    reader = asyncio.create_task(_read_events(socket, tally))
                 while time.monotonic() < ends:
                     await asyncio.sleep(min(1.0, max(0.05, ends - time.monotonic())))
                     await probe.ping()
                 session_id = probe.report.session_id
-                async with http.get(f"{url}/v1/sessions/{session_id}") as response:
+                async with http.get(f"{url}/v1/sessions/{session_id}", headers=probe.session_headers()) as response:
                     if response.status == 200:
                         tally.final[session_id] = _counters(await response.json())
             except ProbeError as exc:
@@ -210,8 +231,24 @@ async def _driver(index: int, url: str, args: argparse.Namespace, stop_at: float
                     await asyncio.wait_for(probe.close(http), 10)
                 if probe.report.session_id:
                     tally.closed += 1
+                if reader is not None:  # the node must close the socket now that its session ended
+                    try:
+                        await asyncio.wait_for(reader, 5)
+                        tally.sockets_closed_by_node += 1
+                    except TimeoutError:
+                        tally.sockets_left_open += 1
                 # the peer's memory of send times is per session; drop it with the probe
                 video.sent_at.clear()
+
+
+async def _read_events(socket: aiohttp.ClientWebSocketResponse, tally: Tally) -> None:
+    """Read a session's events until the node closes the socket."""
+    try:
+        async for message in socket:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                tally.socket_events += 1
+    finally:
+        await socket.close()
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -230,7 +267,7 @@ async def _sample(node: SoakNode, http: aiohttp.ClientSession, tally: Tally, t0:
         session_objects=inside["session_objects"],
         tasks_by_name=inside["asyncio_tasks_by_name"],
     )
-    async with http.get(f"{node.url}/v1/sessions") as response:
+    async with http.get(f"{node.url}/v1/sessions", headers=ADMIN) as response:
         live = {s["id"]: _counters(s) for s in (await response.json())["sessions"]}
     delta = {"frames_in": 0, "frames_out": 0, "drops": 0}
     for session_id in set(live) | set(tally.final):
@@ -285,7 +322,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; returns baseline, per-interval rows, after, growth and a one-line summary."""
     seconds = args.minutes * 60
     interval = args.interval or (60.0 if seconds >= 300 else 10.0)
-    async with soak_node(args.pipelines_dir, args.sessions + 2) as node, aiohttp.ClientSession() as http:
+    capacity = args.max_sessions or args.sessions  # by default the node runs at its max_sessions
+    async with soak_node(args.pipelines_dir, capacity) as node, aiohttp.ClientSession() as http:
         cold = _resources(node, await node.inside(http))
         # warm-up: one short session so that imports, codecs and the loop's thread pool exist before the baseline
         warm = Tally()
@@ -301,7 +339,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         next_sample = t0 + interval
         while not all(d.done() for d in drivers):
             await asyncio.sleep(min(1.0, max(0.0, next_sample - time.monotonic())))
-            async with http.get(f"{node.url}/v1/sessions") as response:
+            async with http.get(f"{node.url}/v1/sessions", headers=ADMIN) as response:
                 peak_sessions = max(peak_sessions, len((await response.json())["sessions"]))
             if time.monotonic() >= next_sample:
                 rows.append(await _sample(node, http, tally, t0))
@@ -346,19 +384,39 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "drop_rate": round(drops / frames_in, 4) if frames_in else None,
         "worst_interval_p95_ms": max(p95s) if p95s else None,
         "node_alive": node_alive,
+        "node_max_sessions": capacity,
+        "rss_slope_mb_per_10_sessions": rss_slope(rows),
+        "events_sockets": {
+            "opened": tally.sockets_opened,
+            "events_read": tally.socket_events,
+            "closed_by_node_with_their_session": tally.sockets_closed_by_node,
+            "left_open": tally.sockets_left_open,
+        },
     }
     result["summary"] = (
         f"soak {args.sessions} sessions x {args.minutes:g} min ({args.pipeline}, {tally.opened} sessions opened, "
         f"{tally.refused} refused): RSS {baseline['rss_mb']} -> peak {result['peak_rss_mb']} -> after "
         f"{after['rss_mb']} MB; growth fds {growth['open_fds']:+g}, threads {growth['threads']:+g}, "
         f"tasks {growth['asyncio_tasks']:+g}, open peer connections {growth['peer_connections_open']:+g}; "
-        f"drop rate {result['drop_rate']}; worst p95 video latency {result['worst_interval_p95_ms']} ms"
+        f"drop rate {result['drop_rate']}; worst p95 video latency {result['worst_interval_p95_ms']} ms; "
+        f"RSS slope after warm-up {result['rss_slope_mb_per_10_sessions']} MB per 10 finished sessions; "
+        f"events sockets {tally.sockets_opened} opened, {tally.sockets_left_open} left open"
     )
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     with contextlib.suppress(Exception):  # a plot failure must not lose the figures
         write_plot(result, plot)
         result["plot"] = str(plot)
     return result
+
+
+def rss_slope(rows: list[dict[str, Any]]) -> float | None:
+    """RSS growth in MB per 10 finished sessions, fitted over the samples after the first third (warm-up)."""
+    steady = rows[len(rows) // 3 :]
+    opened = [float(r.get("sessions_opened", 0)) for r in steady]
+    if len(steady) < 3 or max(opened) - min(opened) < 5:
+        return None
+    slope = float(np.polyfit(opened, [float(r["rss_mb"]) for r in steady], 1)[0])
+    return round(slope * 10, 3)
 
 
 def _with(args: argparse.Namespace, **changes: Any) -> argparse.Namespace:

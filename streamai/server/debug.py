@@ -17,7 +17,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection
 
 from .sessions import Session, SessionManager
-from .state import SESSIONS
+from .state import ACCESS, SESSIONS, SETTINGS
 
 
 def _open_fds() -> int | None:
@@ -78,5 +78,7 @@ def resources(manager: SessionManager) -> dict[str, Any]:
 
 
 async def debug_resources(request: web.Request) -> web.Response:
-
+    """The node's live resources (off unless ``debug_endpoints``; the admin token when one is set)."""
+    if request.app[SETTINGS].admin_token is not None:
+        request.app[ACCESS].require_admin(request)
     return web.json_response(resources(request.app[SESSIONS]))
