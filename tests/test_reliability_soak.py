@@ -53,4 +53,8 @@ async def test_short_soak_leaks_nothing() -> None:
     native = after["threads"] - sum(after["threads_by_name"].values())
     assert native <= baseline["threads"] - sum(baseline["threads_by_name"].values()), after["threads"]
     assert growth["rss_mb"] <= RSS_BOUND_MB, growth["rss_mb"]
+    # every session had an events WebSocket, and the node closed each one with its session
+    sockets = result["events_sockets"]
+    assert sockets["opened"] >= 8 and sockets["events_read"] > 0
+    assert sockets["left_open"] == 0 and sockets["closed_by_node_with_their_session"] == sockets["opened"]
     assert Path(result["plot"]).exists()
