@@ -247,6 +247,7 @@ async def test_a_peer_sending_media_faster_than_real_time_is_bounded_and_counted
         stats = flood.runner.stats
         audio_in = stats.frames_in.get("audio", 0)
         audio_sent = fast.audio._packets  # type: ignore[union-attr]
+        audio_arrived = await rtp_packets_received(flood.pc, "audio")  # what reached the node's RTP layer
         video_in = stats.frames_in.get("video", 0)
         slow = stats.stages["slow"]
         slow_stage = flood.runner.stage_runners[0].stage
@@ -264,8 +265,10 @@ async def test_a_peer_sending_media_faster_than_real_time_is_bounded_and_counted
     print(f"flood: video in {video_in}, slow stage took {slow_video}, its mailbox replaced {dict(slow.drops)}")
     print(f"flood: node-side video latency {latency.summary_ms()}, audio buffered {buffered:.1f} s, "
           f"RSS growth {(rss_end - rss_start) / 2**20:.1f} MB")  # fmt: skip
-    # the node took every audio packet that arrived (the flood reaches the pipeline: nothing is silently lost)
-    assert audio_in >= 0.9 * audio_sent > 0
+    # the node took every audio packet that reached it (on a loaded machine the kernel may drop UDP before
+    # the node reads it: that is counted by RTP, not lost inside the node)
+    print(f"flood: {audio_arrived} audio packets reached the node's RTP receiver")
+    assert audio_in >= 0.9 * audio_arrived > 0
     # the 250 ms stage takes at most 4 frames a second of the flood; what it could not take was replaced in
     # its mailbox and counted (the peer sends well over 4 fps on any machine that can run this suite)
     assert video_in > slow_video + 10 and slow.drops["replaced"] > 0
@@ -276,6 +279,17 @@ async def test_a_peer_sending_media_faster_than_real_time_is_bounded_and_counted
     assert buffered <= 30.0 + 0.1
     # memory of the whole process (node and both peers) grows by a bounded amount over 6 s of flood
     assert rss_end - rss_start < 150 * 2**20
+
+
+async def rtp_packets_received(pc: Any, kind: str) -> int:
+    """Packets of ``kind`` that reached ``pc``'s RTP receivers (its inbound-rtp stats)."""
+    total = 0
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == kind:
+            for stats in (await transceiver.receiver.getStats()).values():
+                if getattr(stats, "type", "") == "inbound-rtp":
+                    total += int(stats.packetsReceived)
+    return total
 
 
 class SlowDecodeQueue(LatestDecodeQueue):

@@ -143,6 +143,16 @@ class StageRunner:
         self.next(frame)
 
     def receive(self, frame: Frame) -> None:
+        """Queue ``frame`` for the stage; media of a kind the stage never touches passes at once.
+
+        Audio through a video stage (the transform pipeline's invert) must not wait behind the
+        frame the stage is working on: it would arrive late, or overflow the queue, for nothing.
+        Order is kept within a kind; control frames always queue, in order with what the stage consumes.
+        """
+        if frame.is_media and frame.kind not in self.stage.consumes:
+            self.stats.forwarded += 1
+            self.next(frame)
+            return
         self.queue.put(frame, now())
 
     async def run(self) -> None:

@@ -174,7 +174,10 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     if session.state == "closed":
         raise SessionError(404, "session_ended", "this session has ended")
     ws = web.WebSocketResponse(
-        heartbeat=20, max_msg_size=settings.max_control_bytes * 4, protocols=[WEBSOCKET_PROTOCOL]
+        # frames up to the body limit are read and then refused by the control parser (16 KiB) with an
+        # error event; only a larger frame closes the socket (1009)
+        heartbeat=20, max_msg_size=max(settings.max_control_bytes * 4, settings.max_body_bytes),
+        protocols=[WEBSOCKET_PROTOCOL],
     )
     session.subscribers.add(ws)
     try:
