@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,19 +28,13 @@ from streamai.fleet.config import FleetConfig
 from streamai.fleet.router import create_router_app
 from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
-from streamai.testing.node import running_app, running_node
+from streamai.testing.node import free_port, running_app, running_node
 from streamai.testing.peer import BarcodeVideoTrack
 from streamai.testing.wait import wait_for, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 TRANSFORM = (ROOT / "pipelines" / "transform.yaml").read_text()
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

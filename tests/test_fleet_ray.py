@@ -7,7 +7,6 @@ costs counted drops, the session survives, and the replacement replica serves.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe
+from streamai.testing.wait import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -46,14 +46,6 @@ def replica_actors(ray: Any, app_prefix: str) -> list[str]:
         for a in ray.util.list_named_actors(all_namespaces=True)
         if a["name"].startswith(f"SERVE_REPLICA::{app_prefix}")
     ]
-
-
-async def wait_for(predicate: Any, timeout: float) -> bool:
-    for _ in range(int(timeout / 0.1)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
 
 
 async def test_remote_stage_runs_in_serve_replica_and_survives_replica_loss(ray_cluster: Any, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from streamai.fleet.remote import RayServeStageFactory
 from streamai.frames import Frame, VideoFrame, now
 from streamai.stage import StageRegistry
 from streamai.testing.placed_delay import PlacedDelay
+from streamai.testing.wait import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -40,14 +41,6 @@ class RecordingRunner(PipelineRunner):
 def video_frame(age_s: float = 0.0) -> VideoFrame:
     """A small frame captured ``age_s`` seconds ago (it waited that long before reaching the pipeline)."""
     return VideoFrame(image=np.zeros((32, 32, 3), np.uint8), capture_time=now() - age_s)
-
-
-async def wait_for(predicate: Any, timeout: float) -> bool:
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import pytest
 import yaml
 
 from streamai.fleet.membership import node_token
+from streamai.testing.node import free_port
 from streamai.testing.peer import BarcodeVideoTrack, Probe, ProbeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +36,6 @@ PINNED = TRANSFORM.replace("name: transform", "name: transform-pinned", 1) + "da
 BROKEN = TRANSFORM.replace("queue: latest", "queue: latest\n    placement: remote", 1)
 SECRET = "fleet-secret-for-tests-0123456789"  # nodes get HMAC(SECRET, node id) as their credential
 ADMIN = {"Authorization": "Bearer router-admin-token"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -9,7 +9,6 @@ and the next session cold-starts again.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe
+from streamai.testing.wait import wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -49,14 +49,6 @@ def running_replicas(prefix: str) -> int:
     apps = [(n, a) for n, a in serve.status().applications.items() if n.startswith(prefix)]
     assert len(apps) == 1, list(serve.status().applications)
     return sum(d.replica_states.get("RUNNING", 0) for d in apps[0][1].deployments.values())
-
-
-async def wait_for(predicate: Any, timeout: float) -> bool:
-    for _ in range(int(timeout / 0.1)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
 
 
 def events(probe: Probe, kind: str) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -26,8 +25,9 @@ from streamai.fleet.config import FleetConfig
 from streamai.fleet.router import create_router_app
 from streamai.server.app import MODELS, SCALER, SESSIONS
 from streamai.server.settings import ServerSettings
-from streamai.testing.node import running_app, running_node
+from streamai.testing.node import free_port, running_app, running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe
+from streamai.testing.wait import wait_until
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
@@ -41,13 +41,6 @@ async def running_router(config: FleetConfig) -> AsyncIterator[tuple[str, web.Ap
         yield served
 
 
-def free_port() -> int:
-    """A port for a node: its agent tells the router ``http://127.0.0.1:<port>`` before it listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 ADMIN_TOKEN = "router-admin-token"
 
 
@@ -55,16 +48,6 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
     async with http.get(url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
         assert response.status == 200, await response.text()
         return await response.json()
-
-
-async def wait_until(check: Any, timeout: float) -> Any:
-    """Await ``check()`` every 0.2 s until it returns something truthy; returns that."""
-    for _ in range(int(timeout / 0.2)):
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.2)
-    return await check()
 
 
 async def run_session(http: aiohttp.ClientSession, url: str, **headers: str) -> Probe:

@@ -32,6 +32,7 @@ from streamai.stages.fault import Fault
 from streamai.testing.media import SAMPLE_RATE, marker_track
 from streamai.testing.node import running_node
 from streamai.testing.peer import AUDIO_PACKET, BarcodeVideoTrack, PacedAudioTrack, Probe, marker_audio
+from streamai.testing.wait import wait_for
 from streamai.transport.decode_queue import LatestDecodeQueue, bound_video_decoding
 
 pytestmark = pytest.mark.slow  # real peers for seconds each
@@ -41,15 +42,6 @@ def write_pipelines(folder: Path, **pipelines: str) -> Path:
     for name, stages in pipelines.items():
         (folder / f"{name}.yaml").write_text(f"name: {name}\nbudget_ms: 500\nstages:\n{stages}", encoding="utf-8")
     return folder
-
-
-async def wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    ends = time.monotonic() + timeout
-    while time.monotonic() < ends:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
 
 
 async def open_channel(probe: Probe) -> None:

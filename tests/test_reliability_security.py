@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from aiohttp import web
 from streamai.server.access_log import RedactingAccessLogger
 from streamai.server.app import create_app
 from streamai.server.settings import ServerSettings
+from streamai.testing.node import free_port as _free_port
 from streamai.testing.peer import BarcodeVideoTrack, Probe
 
 TOKEN = "tok-9f8e7d6c5b4a-never-log-me"
@@ -94,12 +94,6 @@ async def test_cors_answers_only_configured_origins() -> None:
         http.get(f"{url}/v1/pipelines", headers={"Origin": allowed}) as response,
     ):
         assert "Access-Control-Allow-Origin" not in response.headers
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_streamai_serve_binds_loopback_by_default_and_keeps_the_token_out_of_its_output() -> None:

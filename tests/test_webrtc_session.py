@@ -13,16 +13,9 @@ from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
 from streamai.testing.peer import BarcodeVideoTrack, Probe, marker_audio, run_probe
 from streamai.testing.wait import wait_for
+from streamai.testing.wait import wait_for as wait_until
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.1)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return predicate()
 
 
 async def test_python_peer_round_trip_through_transform_pipeline() -> None:

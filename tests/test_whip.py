@@ -13,18 +13,11 @@ from streamai.bench.whep import WhepViewer, WhipPublisher, patch_candidates
 from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
 from streamai.testing.node import running_node
+from streamai.testing.wait import wait_for as wait_until
 from streamai.transport.relay import Broadcast, EncodedPacket
 from streamai.web.protection import ProtectionSettings
 
 SDP = {"Content-Type": "application/sdp"}
-
-
-async def wait_until(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.1)):
-        if predicate():
-            return True
-        await asyncio.sleep(0.1)
-    return bool(predicate())
 
 
 async def test_whip_status_codes() -> None:

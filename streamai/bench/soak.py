@@ -19,7 +19,6 @@ import contextlib
 import math
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import numpy as np
 import psutil
 import yaml
 
+from ..testing.node import free_port as _free_port
 from ..testing.peer import BarcodeVideoTrack, Probe, ProbeError, marker_audio
 
 
@@ -65,12 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 ADMIN_TOKEN = secrets.token_urlsafe(24)
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..frames import now
 from ..testing.media import decode_barcode
+from ..testing.node import free_port as _free_port
 from ..testing.peer import BarcodeVideoTrack, marker_audio
 from ..transport.ice import offer_loopback_candidates_only, rtc_configuration
 
@@ -257,12 +257,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probes", type=int, default=2, help="viewers that decode and read barcodes (latency)")
     parser.add_argument("--p95-goal-ms", type=float, default=500.0, help="latency a served viewer must stay under")
     parser.add_argument("--cpu-goal", type=float, default=0.8, help="node CPU share (of all cores) it may use")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pct(values: list[float], q: float) -> float | None:
