@@ -352,8 +352,14 @@ async def run_probe(
     token: str | None = None,
     loopback: bool = True,
     messages: list[dict[str, Any]] | None = None,
+    until: Callable[[ProbeReport], bool] | None = None,
+    max_seconds: float = 30.0,
 ) -> ProbeReport:
-    """Connect, stream for ``seconds`` (pinging the data channel), then close and report."""
+    """Connect, stream for ``seconds`` (pinging the data channel), then close and report.
+
+    With ``until``, streaming goes on past ``seconds`` until ``until(report)`` holds (or
+    ``max_seconds``): a loaded machine moves fewer frames a second, never fewer in all.
+    """
     video_track: MediaStreamTrack | None = BarcodeVideoTrack() if video else None
     audio_track: MediaStreamTrack | None = marker_audio() if audio else None
     if input_file:
@@ -365,9 +371,11 @@ async def run_probe(
     async with aiohttp.ClientSession() as http:
         try:
             await probe.connect(http)
-            deadline = now() + seconds
+            started = now()
             sent_messages = False
-            while now() < deadline:
+            while now() < started + seconds or (
+                until is not None and not until(probe.report) and now() < started + max_seconds
+            ):
                 await asyncio.sleep(0.5)
                 await probe.ping()
                 if messages and not sent_messages and probe.channel.readyState == "open":
