@@ -45,7 +45,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def _speech_clip() -> tuple[np.ndarray, str]:
     """16 kHz mono float32 speech from espeak-ng, or silence when espeak-ng is missing."""
-    from ..testing.speech import EspeakMissing, speak
+    from ..media.espeak import EspeakMissing, speak
 
     text = "good morning"
     try:

@@ -9,15 +9,12 @@ time of the last frame that carried speech (the "speech end" an outside observer
 from __future__ import annotations
 
 import asyncio
-import io
-import shutil
-import subprocess
-import wave
 
 import numpy as np
 
 from ..frames import AudioFrame, ControlFrame, ControlKind, now
-from ..speech.audio import resample_once
+from ..media.espeak import EspeakMissing as EspeakMissing  # re-exported: tests skip on it
+from ..media.espeak import speak as speak
 
 RATE = 48_000
 FRAME = 960  # 20 ms at 48 kHz
@@ -28,24 +25,6 @@ SENTENCES = {
     "weather": "the weather is very nice today",
     "help": "can you help me find my hotel",
 }
-
-
-class EspeakMissing(RuntimeError):
-    """espeak-ng is not installed (apt-get install espeak-ng)."""
-
-
-def speak(text: str, voice: str = "en-us", words_per_minute: int = 160, rate: int = RATE) -> np.ndarray:
-    """Synthesize ``text`` with espeak-ng: int16 (n, 1) at ``rate``."""
-    program = shutil.which("espeak-ng")
-    if program is None:
-        raise EspeakMissing("test speech needs espeak-ng: apt-get install -y espeak-ng")
-    wav = subprocess.run(
-        [program, "-v", voice, "-s", str(words_per_minute), "--stdout", text], check=True, capture_output=True
-    ).stdout
-    with wave.open(io.BytesIO(wav), "rb") as reader:
-        source_rate = reader.getframerate()
-        samples = np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
-    return resample_once(samples, source_rate, rate).reshape(-1, 1)
 
 
 def silence(seconds: float, rate: int = RATE) -> np.ndarray:
