@@ -26,6 +26,7 @@ class PipelineTotals:
     queue_wait: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))
     video_latency: Histogram = field(default_factory=Histogram)
     viewer_latency: Histogram = field(default_factory=Histogram)
+    waterfall: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))  # speech
 
     def add_session(self, session: Any) -> None:
         """Add one session's counters and histograms (live or just closed)."""
@@ -42,6 +43,8 @@ class PipelineTotals:
         self.video_latency.merge(session.video_out.counters.latency)
         for viewer in getattr(session, "viewers", {}).values():
             self.viewer_latency.merge(viewer.latency)
+        for component, histogram in getattr(session, "waterfall", {}).items():
+            self.waterfall[component].merge(histogram)
 
     def add(self, other: PipelineTotals) -> None:
         self.frames_in.update(other.frames_in)
@@ -53,6 +56,8 @@ class PipelineTotals:
             self.queue_wait[name].merge(histogram)
         self.video_latency.merge(other.video_latency)
         self.viewer_latency.merge(other.viewer_latency)
+        for component, histogram in other.waterfall.items():
+            self.waterfall[component].merge(histogram)
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ words go in as a forced decoder prefix, so each decode only generates the uncomm
 tail; words on which two consecutive hypotheses agree are committed (local agreement),
 by default only up to the last clause end among them (``commit: clause``): tiny.en's
 early guesses agree on wrong words often enough that word-level commits cost WER.
-A tentative SPEECH_END from ``vad`` (a pause) starts a decode at once and, with
-``commit_on_pause``, commits all of it, so translation and speech of the words so far
-start while the end is being confirmed; when the confirmed SPEECH_END finds no new
-audio since, that hypothesis is the final and no decode is left to do. The final
-TextFrame carries the capture time of the utterance's last voiced audio (from
-SPEECH_END), so its latency is what the speaker feels. The engine (a ``Transcriber``
+A tentative SPEECH_END from ``vad`` (a pause) starts a decode at once (ahead of other
+sessions' periodic decodes on the shared model) and judges the words
+(``streamai.speech.turn``): with ``commit_on_pause`` and ``endpointing: adaptive``, a
+complete phrase is committed whole, so translation and speech start while the end is
+being confirmed, unless speech resumed while it decoded; an incomplete one is held,
+and ``vad`` is told to wait longer (``endpointing: fixed`` commits every pause, as
+before). When the confirmed SPEECH_END finds no new audio since, that hypothesis is
+the final and no decode is left to do. Text committed at a pause and the final carry
+the capture time of the utterance's speech end (from SPEECH_END), so their latency is
+what the speaker feels. The engine (a ``Transcriber``
 from ``streamai.speech.engines.ASR_ENGINES``) does one decode; everything streaming
 is here.
 """
@@ -19,6 +23,7 @@ is here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from typing import Literal
@@ -31,6 +36,8 @@ from ..speech.audio import StreamResampler
 from ..speech.engines.asr import ASR_ENGINES, Transcriber, TranscriptionOptions
 from ..speech.latency import tracker
 from ..speech.text import local_agreement, words
+from ..speech.turn import phrase_complete, turn
+from ..speech.whisper import Decode
 from ..stage import Stage, StageContext, stage
 
 RATE = 16_000
@@ -48,7 +55,8 @@ class AsrParams(BaseModel):
     beam_size: int = Field(1, ge=1, le=8)
     threads: int = Field(2, ge=1, le=64)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
-    commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis
+    commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis ...
+    endpointing: Literal["adaptive", "fixed"] = "adaptive"  # ... adaptive: only a complete phrase
     # No periodic decode while the newest audio is this much quieter than the utterance's
     # loudest (dB; null: never wait): it is likely a pause, whose tentative SPEECH_END is
     # about to start a decode that a periodic one, still running, would hold up.
@@ -91,6 +99,7 @@ class Asr(Stage):
         self._active = False
         self._last_partial = ""
         self._last_stable = ""
+        self._pushed_words = 0  # committed words already pushed (a new push with more is a new waterfall path)
         self._loudest = 0.0  # RMS of the loudest chunk of the utterance
         self._recent: list[float] = []  # RMS of the newest chunks
 
@@ -100,6 +109,7 @@ class Asr(Stage):
         # The first model call is slow (allocations): pay it here, not on the first utterance.
         await self.run_blocking(self.transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
         tracker(self.context.events).expect("final_transcript_ms")
+        turn(self.context.events).listening = self.p.commit_on_pause and self.p.endpointing == "adaptive"
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -137,14 +147,16 @@ class Asr(Stage):
             return False
         return max(self._recent) < self._loudest * 10 ** (self.p.quiet_db / 20)
 
-    def _spawn(self, pause: bool = False) -> None:
+    def _spawn(self, pause: ControlFrame | None = None) -> None:
         self._task = asyncio.create_task(self._guarded_step(pause))
 
-    async def _guarded_step(self, pause: bool) -> None:
+    async def _guarded_step(self, pause: ControlFrame | None) -> None:
         try:
             await self._decode_step(partial=True, pause=pause)
         except Exception as exc:  # a failed partial must not end the utterance
             log.warning("asr %s: partial decode failed: %s: %s", self.context.name, type(exc).__name__, exc)
+            if pause is not None:  # vad must not wait for a verdict that never comes
+                turn(self.context.events).post(self.utterance, int(pause.data.get("pause", 0)), False)
 
     def _busy(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -154,25 +166,44 @@ class Asr(Stage):
             self._chunks = [np.concatenate(self._chunks)]
         return self._chunks[0].astype(np.float32) / 32768.0 if self._chunks else np.zeros(0, np.float32)
 
-    async def _decode_step(self, partial: bool, pause: bool = False) -> None:
+    async def _decode_step(self, partial: bool, pause: ControlFrame | None = None) -> None:
         """Decode the utterance after the committed words; commit what two hypotheses agree on
-        (everything, when ``pause``: the speaker stopped, so the words so far will not change)."""
+        (everything, at a ``pause`` after a complete phrase: the speaker stopped, the words will not change)."""
         audio, covered, newest, utterance = self._audio(), self._samples, self._newest, self.utterance
         self._since_decode = 0
         prefix = " ".join(self._committed)
         assert self.transcriber is not None
-        result = await self.run_blocking(self.transcriber.decode, audio, prefix, self.p.context_s)
+        gate = self.transcriber.gate
+        urgent = pause is not None or not partial
+        if gate is not None and not urgent and gate.busy():
+            return  # another session's decode holds the shared model: skip this partial, the next one comes
+        result = await self.run_blocking(self._decode, audio, prefix, urgent)
         self.decodes.append({"audio_s": len(audio) / RATE, "seconds": result.seconds, "final": float(not partial)})
         if utterance != self.utterance:
             return
+        commit = False
+        if pause is not None:
+            hypothesis = " ".join([*self._committed, *words(result.text)])
+            complete = self.p.endpointing == "fixed" or phrase_complete(hypothesis, self.p.language)
+            resumed = self._samples > covered  # speech went on while it decoded: not an end
+            commit = self.p.commit_on_pause and complete and not resumed
+            turn(self.context.events).post(utterance, int(pause.data.get("pause", 0)), complete)
         self._committed, self._tail = local_agreement(
-            self._committed, self._tail, words(result.text), pause=pause, commit=self.p.commit
+            self._committed, self._tail, words(result.text), pause=commit, commit=self.p.commit
         )
         self._hyp_samples = covered
         if partial and newest is not None:
-            await self._emit_partial(newest)
+            await self._emit_partial(newest, pause if commit else None)
 
-    async def _emit_partial(self, newest: AudioFrame) -> None:
+    def _decode(self, audio: np.ndarray, prefix: str, urgent: bool) -> Decode:
+        """One decode on the stage's thread, holding the shared model's gate when the engine has one."""
+        transcriber = self.transcriber
+        assert transcriber is not None
+        gate = transcriber.gate
+        with gate.hold(urgent) if gate is not None else contextlib.nullcontext():
+            return transcriber.decode(audio, prefix, self.p.context_s)
+
+    async def _emit_partial(self, newest: AudioFrame, pause: ControlFrame | None = None) -> None:
         text = " ".join(self._committed + self._tail)
         stable = " ".join(self._committed)
         if not self.p.partials or not text or (text, stable) == (self._last_partial, self._last_stable):
@@ -180,6 +211,8 @@ class Asr(Stage):
         out = TextFrame(text=text, final=False, language=self.p.language, utterance_id=self.utterance)
         out.stable_prefix = stable
         inherit_timing(out, newest)
+        if pause is not None:  # committed at the end of speech: its latency runs from the speech end
+            out.capture_time = pause.capture_time
         # A late partial is skipped: the next supersedes it. Not one that commits words: only
         # the final would bring them, later, so skipping it would only delay their translation.
         if stable == self._last_stable and not self.can_make_it(out):
@@ -188,7 +221,18 @@ class Asr(Stage):
         self.emit_event(
             "transcript", text=text, final=False, stable=stable, utterance=self.utterance, language=self.p.language
         )
+        self._stamp(out, pause, len(self._committed))
         await self.push(out)
+
+    def _stamp(self, out: TextFrame, end: ControlFrame | None, committed: int) -> None:
+        """Waterfall: text pushed with words not pushed before, after a VAD end, starts the utterance's path."""
+        if committed <= self._pushed_words or end is None:
+            return
+        self._pushed_words = committed
+        vad_at = end.data.get("at")
+        tracker(self.context.events).path(
+            self.utterance, out.capture_time, float(vad_at) if isinstance(vad_at, int | float) else None, now()
+        )
 
     # -- control -----------------------------------------------------------------
     async def on_control(self, frame: ControlFrame) -> None:
@@ -202,7 +246,7 @@ class Asr(Stage):
                 if self._samples:  # speculative: decode while the endpoint is confirmed
                     if self._busy():
                         await asyncio.wait({self._task})
-                    self._spawn(pause=self.p.commit_on_pause)
+                    self._spawn(pause=frame)
             else:
                 await self._finish(frame)
         elif frame.control is ControlKind.END_OF_STREAM and self._active and self._samples:
@@ -236,5 +280,6 @@ class Asr(Stage):
             latency_ms=round(latency_ms, 1),
         )
         tracker(self.context.events).record(self.utterance, "final_transcript_ms", latency_ms)
+        self._stamp(out, end, len(words(text)))
         await self.push(out)
         self._reset(self.utterance)
