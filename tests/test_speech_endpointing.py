@@ -123,3 +123,18 @@ def test_leading_silence_is_trimmed_to_a_few_ms_before_the_first_audible_sample(
     assert np.abs(trimmed[keep:]).min() == 9000
     silent = np.zeros(100, np.int16)
     assert trim_leading_silence(silent, rate) is silent
+
+
+def test_a_comma_after_a_fragment_is_no_clause_end_to_commit_at() -> None:
+    from streamai.speech.text import clause_cut, local_agreement, words
+    from streamai.speech.turn import clause_complete
+
+    assert clause_complete("good morning,") and not clause_complete("front,") and not clause_complete("coffee and...")
+    hypothesis = words("front, center and more")
+    assert clause_cut(hypothesis, 3) == 1  # without a judge: "front," is a clause end
+    assert clause_cut(hypothesis, 3, clause_complete) == 0  # with one: a fragment, commit nothing
+    said = words("good morning, where is the train station")
+    assert clause_cut(said, 6, clause_complete) == 2  # "good morning," is a real clause
+    committed, tail = local_agreement([], words("front, center"), words("front, center."), accept=clause_complete)
+    assert committed == [] and tail == words("front, center.")
+    assert not phrase_complete("Front...") and phrase_complete("We're... Right.")

@@ -158,8 +158,12 @@ async def run_mode(config_path: str, overrides: dict[str, dict[str, Any]], clip:
         end = sample_time(stamps, item.end_s)
         limit = sample_time(stamps, following) if index + 1 < len(items) else float("inf")
         first = next((at for at, peak in output.packets if end < at < limit and peak > AUDIBLE), None)
+        waterfalls = [e for e in of_it if e.get("type") == "waterfall"]
         rows.append(
             {
+                "waterfall": dict(waterfalls[-1]["components"], total_ms=waterfalls[-1]["total_ms"])
+                if waterfalls
+                else None,
                 "kind": item.kind,
                 "label": item.label,
                 "pause_ms": item.pause_ms,

@@ -3,8 +3,11 @@
 When the speaker pauses, ``asr`` decodes what it has and judges the words with
 ``phrase_complete``: a phrase that stops mid-way (it ends with an article, a
 preposition, a conjunction, a determiner, an auxiliary or a subject pronoun; it has
-no final punctuation; or it is one word that is not an answer or a greeting such as
-"yes", "thanks") is *incomplete*. A complete phrase is committed at once (its
+no final punctuation or trails off with "..."; or it is one word that is not an
+answer or a greeting such as "yes", "thanks") is *incomplete*. While the speaker
+talks, ``clause_complete`` (the same rule, any clause punctuation) keeps ``asr`` from
+committing a clause that Whisper closed with a comma at a pause inside a phrase
+("front," before "center"). A complete phrase is committed at once (its
 translation and speech start while the end is being confirmed) and ``vad`` ends the
 utterance after its short ``silence_ms``; an incomplete one is held and ``vad``
 waits up to ``max_silence_ms`` for the speaker to go on. The rule is lexical and
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FINAL_PUNCTUATION = re.compile(r"[.!?…]+[\"')\]]*$")
+TRAILING_OFF = re.compile(r"(\.\.\.|…)[\"')\]]*$")
 _WORD = re.compile(r"[^\w']+")
 
 
@@ -73,17 +77,28 @@ def _keys(text: str) -> list[str]:
     return [w for w in (_WORD.sub("", word.lower()) for word in text.split()) if w]
 
 
-def phrase_complete(text: str, language: str = "en") -> bool:
-    """True when ``text`` reads as a finished phrase, so a pause after it may end the turn."""
+def clause_complete(text: str, language: str = "en") -> bool:
+    """True when ``text`` (a clause, whatever punctuation ends it) does not stop mid-phrase.
+
+    Not complete: no words; trailing off ("..."); ending with an article, a preposition,
+    a conjunction, a determiner, an auxiliary or a pronoun; one word that is not an
+    answer or a greeting.
+    """
     text = text.strip()
     keys = _keys(text)
-    if not keys or not FINAL_PUNCTUATION.search(text):
+    if not keys or TRAILING_OFF.search(text):
         return False
     base = language.split("-")[0].lower()
     if keys[-1] in OPEN_ENDINGS.get(base, frozenset()):
         return False
     short = SHORT_TURNS.get(base)
     return not (short is not None and len(keys) == 1 and keys[0] not in short)
+
+
+def phrase_complete(text: str, language: str = "en") -> bool:
+    """True when ``text`` reads as a finished phrase (final punctuation, not stopping mid-phrase),
+    so a pause after it may end the turn."""
+    return bool(FINAL_PUNCTUATION.search(text.strip())) and clause_complete(text, language)
 
 
 @dataclass

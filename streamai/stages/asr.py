@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 from typing import Literal
@@ -36,7 +37,7 @@ from ..speech.audio import StreamResampler
 from ..speech.engines.asr import ASR_ENGINES, Transcriber, TranscriptionOptions
 from ..speech.latency import tracker
 from ..speech.text import local_agreement, words
-from ..speech.turn import phrase_complete, turn
+from ..speech.turn import clause_complete, phrase_complete, turn
 from ..speech.whisper import Decode
 from ..stage import Stage, StageContext, stage
 
@@ -188,8 +189,9 @@ class Asr(Stage):
             resumed = self._samples > covered  # speech went on while it decoded: not an end
             commit = self.p.commit_on_pause and complete and not resumed
             turn(self.context.events).post(utterance, int(pause.data.get("pause", 0)), complete)
+        accept = None if self.p.endpointing == "fixed" else functools.partial(clause_complete, language=self.p.language)
         self._committed, self._tail = local_agreement(
-            self._committed, self._tail, words(result.text), pause=commit, commit=self.p.commit
+            self._committed, self._tail, words(result.text), pause=commit, commit=self.p.commit, accept=accept
         )
         self._hyp_samples = covered
         if partial and newest is not None:
