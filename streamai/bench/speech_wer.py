@@ -39,6 +39,8 @@ RATE = 48_000
 PACKET = 960
 SETTINGS = {  # name: (catalog id, language, encoder context seconds or None for Whisper's 30 s, beam)
     "tiny.en ctx10 beam1": ("whisper-tiny-en", "en", 10.0, 1),
+    "tiny.en ctx8 beam1": ("whisper-tiny-en", "en", 8.0, 1),
+    "tiny.en ctx8 beam4": ("whisper-tiny-en", "en", 8.0, 4),
     "tiny.en ctx6 beam1": ("whisper-tiny-en", "en", 6.0, 1),
     "tiny.en ctx30 beam1": ("whisper-tiny-en", "en", None, 1),
     "tiny.en ctx10 beam4": ("whisper-tiny-en", "en", 10.0, 4),

@@ -52,7 +52,7 @@ class TtsParams(BaseModel):
     length_scale: float | None = Field(None, gt=0.3, le=3)  # piper: < 1 speaks faster
     chunk_ms: float = Field(100, ge=10, le=100)
     barge_in: bool = True
-    first_words: int = Field(3, ge=0, le=50)  # a clause's first piece: this many words (0: whole clauses)
+    first_words: int = Field(2, ge=0, le=50)  # a clause's first piece: this many words (0: whole clauses)
     threads: int = Field(1, ge=1, le=16)  # piper: onnxruntime threads (2 cores are shared with Whisper)
     trim_lead: bool = True  # a clause starts at its first audible sample (Piper leads with 45-65 ms of silence)
     lead_keep_ms: float = Field(5, ge=0, le=200)  # ... keeping this much before it
