@@ -1,7 +1,10 @@
 """``asr``: streaming speech recognition; the decoder is an engine (``engine:``, default ``faster-whisper``).
 
 While an utterance grows, the buffer is re-decoded every ``interval_ms`` of new audio
-(one decode at a time, in the background, so audio is never held up). The committed
+(one decode at a time, in the background, so audio is never held up), with
+``beam_size`` (1); decodes at a pause or at the end use ``final_beam_size`` (4: on
+espeak speech sent through WebRTC WER 0.03 instead of 0.10 at beam 1, for ~20 % more
+decode time; see docs/speech-latency.md). The committed
 words go in as a forced decoder prefix, so each decode only generates the uncommitted
 tail; words on which two consecutive hypotheses agree are committed (local agreement),
 by default only up to the last clause end among them (``commit: clause``): tiny.en's
@@ -53,7 +56,8 @@ class AsrParams(BaseModel):
     min_audio_ms: float = Field(800, ge=0, le=5000)  # no decode before this much speech (early ones are noise)
     commit: Literal["clause", "word"] = "clause"  # commit agreed words up to a clause end, or every agreed word
     context_s: float | None = Field(10.0, ge=1, le=30)  # encoder context; null = Whisper's full 30 s
-    beam_size: int = Field(1, ge=1, le=8)
+    beam_size: int = Field(1, ge=1, le=8)  # periodic (partial) decodes
+    final_beam_size: int | None = Field(4, ge=1, le=8)  # decodes at a pause and at the end (null: beam_size)
     threads: int = Field(2, ge=1, le=64)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
     commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis ...
@@ -83,6 +87,7 @@ class Asr(Stage):
         super().__init__(params, context)
         self.p: AsrParams = params
         self.transcriber: Transcriber | None = None
+        self.final_transcriber: Transcriber | None = None  # same model, the final beam
         self._resample = StreamResampler(RATE)
         self._task: asyncio.Task[None] | None = None
         self.decodes: list[dict[str, float]] = []  # per decode: audio_s, seconds, kind (for benchmarks)
@@ -105,19 +110,25 @@ class Asr(Stage):
         self._recent: list[float] = []  # RMS of the newest chunks
 
     async def start(self) -> None:
+        engine = ASR_ENGINES.get(self.p.engine)
         options = TranscriptionOptions(language=self.p.language, beam_size=self.p.beam_size, threads=self.p.threads)
-        self.transcriber = await ASR_ENGINES.get(self.p.engine).open(self.context, options)
+        self.transcriber = self.final_transcriber = await engine.open(self.context, options)
+        final_beam = self.p.final_beam_size or self.p.beam_size
+        if final_beam != self.p.beam_size:
+            final = TranscriptionOptions(language=self.p.language, beam_size=final_beam, threads=self.p.threads)
+            self.final_transcriber = await engine.open(self.context, final)
         # The first model call is slow (allocations): pay it here, not on the first utterance.
-        await self.run_blocking(self.transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
+        for transcriber in {id(t): t for t in (self.transcriber, self.final_transcriber)}.values():
+            await self.run_blocking(transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
         tracker(self.context.events).expect("final_transcript_ms")
         turn(self.context.events).listening = self.p.commit_on_pause and self.p.endpointing == "adaptive"
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self.transcriber is not None:
-            self.transcriber.close()
-        self.transcriber = None
+        for transcriber in {id(t): t for t in (self.transcriber, self.final_transcriber) if t is not None}.values():
+            transcriber.close()
+        self.transcriber = self.final_transcriber = None
 
     # -- audio -----------------------------------------------------------------
     async def process(self, frame: Frame) -> None:
@@ -199,7 +210,7 @@ class Asr(Stage):
 
     def _decode(self, audio: np.ndarray, prefix: str, urgent: bool) -> Decode:
         """One decode on the stage's thread, holding the shared model's gate when the engine has one."""
-        transcriber = self.transcriber
+        transcriber = self.final_transcriber if urgent else self.transcriber  # a pause or the end: the final beam
         assert transcriber is not None
         gate = transcriber.gate
         with gate.hold(urgent) if gate is not None else contextlib.nullcontext():
