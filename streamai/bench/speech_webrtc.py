@@ -57,14 +57,14 @@ def utterance_sentences(events: list[dict[str, Any]], starts_s: list[float]) -> 
     return mapping
 
 
-def client_rows(client: SpeechClient, ends_s: list[float], starts_s: list[float]) -> list[dict[str, Any]]:
+def client_rows(client: SpeechClient, ends_s: list[float], starts_s: list[float], gap_s: float) -> list[dict[str, Any]]:
     start = client.microphone.start
     assert start is not None
     mapping = utterance_sentences(client.events, starts_s)
     rows = []
     for index, end_s in enumerate(ends_s):
         end = start + end_s
-        before = start + starts_s[index + 1] if index + 1 < len(starts_s) else float("inf")
+        before = end + gap_s if index + 1 < len(ends_s) else float("inf")  # the next sentence begins after it
         arrival = client.first_audible_after(end, before)
         utterances = [u for u, s in mapping.items() if s == index]
         waterfalls = [e for e in client.events if e.get("type") == "waterfall" and e.get("utterance") in utterances]
@@ -91,7 +91,7 @@ def client_rows(client: SpeechClient, ends_s: list[float], starts_s: list[float]
 
 
 async def run_sessions(url: str, pipeline: str, count: int, clip: np.ndarray, ends_s: list[float],
-                       starts_s: list[float], stagger: float) -> dict[str, Any]:  # fmt: skip
+                       starts_s: list[float], stagger: float, gap_s: float) -> dict[str, Any]:  # fmt: skip
     """``count`` clients at once, client i delayed by i x stagger; their rows and the summary."""
     clients = []
     for i in range(count):
@@ -110,7 +110,7 @@ async def run_sessions(url: str, pipeline: str, count: int, clip: np.ndarray, en
     for delay, client in clients:
         shifted_ends = [e + delay for e in ends_s]
         shifted_starts = [s + delay for s in starts_s]
-        for row in client_rows(client, shifted_ends, shifted_starts):
+        for row in client_rows(client, shifted_ends, shifted_starts, gap_s):
             rows.append({"session": clients.index((delay, client)) + 1, **row})
     values = [r["client_ms"] for r in rows if r["client_ms"] is not None]
     shares = [r["transport_share_ms"] for r in rows if r["transport_share_ms"] is not None]
@@ -151,7 +151,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         for count in counts:
             stagger = args.stagger if args.stagger is not None else (period / count if count > 1 else 0.0)
             node.cpu_percent()
-            run = await run_sessions(node.url, args.pipeline, count, clip, ends_s, starts_s, stagger)
+            run = await run_sessions(node.url, args.pipeline, count, clip, ends_s, starts_s, stagger, args.gap)
             run["node_cpu_percent_of_one_core"] = round(node.cpu_percent(), 1)
             runs.append(run)
             await asyncio.sleep(1.0)
