@@ -144,6 +144,16 @@ class SpeechClient:
         if self.pc is not None:
             await self.pc.close()
 
-    def first_audible_after(self, at: float, before: float) -> float | None:
-        """Arrival of the first packet with audible audio in (at, before)."""
-        return next((t for t, peak in self.packets if at < t < before and peak > AUDIBLE), None)
+    def first_audible_after(self, at: float, before: float, quiet: int = 3) -> float | None:
+        """Arrival of the first packet in (at, before) that starts audible audio after ``quiet`` silent packets.
+
+        An answer still playing when the sentence ends (a late one) is not this sentence's answer.
+        """
+        silent = quiet
+        for t, peak in self.packets:
+            if at < t < before and peak > AUDIBLE and silent >= quiet:
+                return t
+            if t >= before:
+                break
+            silent = 0 if peak > AUDIBLE else silent + 1
+        return None
