@@ -171,8 +171,9 @@ class LatencyTracker:
             timer.cancel()
         found = self.paths.get(utterance)
         figures = waterfall(found) if found is not None else None
-        if figures is not None:
-            self.events.emit("waterfall", utterance=utterance, **figures)
+        bus = self._bus()
+        if figures is not None and bus is not None:  # the session may have ended meanwhile
+            bus.emit("waterfall", utterance=utterance, **figures)
 
 
 _trackers: weakref.WeakKeyDictionary[Any, LatencyTracker] = weakref.WeakKeyDictionary()
