@@ -57,7 +57,7 @@ def test_refused_params_name_each_field(message: dict, expected: str) -> None:
     if "unknown" in expected or "not changeable" in expected:
         assert str(raised.value).endswith(
             "; live: translate.source, translate.target, tts.barge_in, tts.first_words, tts.language, "
-            "tts.length_scale, vad.silence_ms, vad.threshold"
+            "tts.length_scale, vad.max_silence_ms, vad.silence_ms, vad.threshold"
         )
 
 

@@ -18,6 +18,7 @@ from streamai.frames import AudioFrame, ControlFrame, ControlKind, FrameKind, Te
 from streamai.speech.audio import rms_dbfs
 from streamai.stage import StageRegistry
 from streamai.stages.tts import TtsParams
+from streamai.testing.wait import wait_for
 
 pytestmark = pytest.mark.models
 
@@ -147,3 +148,20 @@ async def test_piper_first_piece_is_a_few_words_then_the_rest_follows() -> None:
     assert pieces[0] < 0.5 * sum(pieces), pieces  # "Você pode me" is heard before the rest is made
     audio = np.concatenate([f.samples[:, 0] for f in _audio(runner)])
     assert abs(len(audio) / 48000 - sum(pieces)) < 0.05  # every piece was sent
+
+
+async def test_a_clause_starts_at_its_first_audible_sample() -> None:
+    """Piper leads every piece with 45-65 ms of silence; the first piece of a clause is cut to 5 ms of it."""
+    runner = _runner()
+    await runner.start()
+    for utterance, text in enumerate(["Onde está a estação de trem?", "Eu gostaria de um café."], 1):
+        clause = TextFrame(text=text, language="pt", utterance_id=utterance)
+        clause.deadline = clause.capture_time + 10.0
+        runner.submit(clause)
+    await wait_for(lambda: len(runner.stage_runners[0].stage.synths) >= 4, 30)
+    await runner.stop()
+    firsts = [f for f in _audio(runner) if f.deadline != float("inf")]  # a clause's first chunk keeps a deadline
+    assert len(firsts) == 2
+    for frame in firsts:
+        loud = np.flatnonzero(np.abs(frame.samples[:, 0].astype(np.int32)) > 328)  # -40 dBFS
+        assert len(loud) and loud[0] <= int(48000 * 0.0065), loud[:1] / 48  # ms before the first sound

@@ -16,6 +16,7 @@ from streamai.server.app import SESSIONS
 from streamai.testing.node import running_node
 from streamai.testing.peer import PacedAudioTrack, Probe
 from streamai.testing.speech import RATE, EspeakMissing, utterance_clip, voiced_end
+from streamai.testing.wait import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 pytestmark = [pytest.mark.models, pytest.mark.slow]
@@ -43,6 +44,9 @@ async def test_spoken_sentence_comes_back_translated_over_webrtc() -> None:
                 break
             await asyncio.sleep(0.25)
         stats = session.runner.snapshot()
+        await wait_for(lambda: any(e.get("type") == "waterfall" for e in probe.report.events), 5)
+        async with http.get(f"{url}/metrics") as response:
+            metrics = await response.text()
         await probe.close(http)
 
     events = probe.report.events
@@ -69,12 +73,23 @@ async def test_spoken_sentence_comes_back_translated_over_webrtc() -> None:
     assert first_loud is not None
     latency_ms = (first_loud - speech_end_sent) * 1000
     utterance = [e for e in events if e.get("type") == "latency" and "utterance" in e]
+    # the node's waterfall: every component measured, through the transport's handoff, adding up
+    waterfalls = [e for e in events if e.get("type") == "waterfall"]
+    assert waterfalls, "no waterfall event"
+    waterfall = waterfalls[-1]
+    assert waterfall["transport"] is True
+    assert all(waterfall["components"][k] is not None for k in ("vad_ms", "asr_ms", "mt_ms", "tts_ms", "encode_ms"))
+    assert abs(sum(waterfall["components"].values()) - waterfall["total_ms"]) < 1.0
+    # the client heard the first packet after the node handed it over (one clock: node and peer share it)
+    assert latency_ms >= waterfall["total_ms"] - 25  # the peer's speech end may precede the node's by a packet
+    assert 'streamai_speech_waterfall_seconds_count{component="total",pipeline="speech-translate"}' in metrics
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "webrtc-speech.json").write_text(
         json.dumps(
             {
                 "speech_end_to_first_audio_at_peer_ms": round(latency_ms, 1),
                 "server_utterance_latency": utterance,
+                "waterfall": waterfalls,
                 "finals": finals,
                 "translation": translated,
                 "drops": stats["drops"],

@@ -189,7 +189,55 @@ function renderMetrics(m) {
   if (r && r.width) ui.remoteInfo.textContent = `${r.width}×${r.height} · ${fmt(r.fps)} fps`;
 }
 
+// Speech: where one utterance's time went, speech end -> first translated packet handed to the transport.
+const WATERFALL = [
+  ['vad_ms', 'End of speech', '#a78bfa'],
+  ['asr_ms', 'ASR final', '#38bdf8'],
+  ['mt_ms', 'Translation', '#34d399'],
+  ['tts_ms', 'TTS first chunk', '#fbbf24'],
+  ['outbound_ms', 'Queue + pacing', '#f472b6'],
+  ['encode_ms', 'Encode + send', '#94a3b8'],
+];
+
+function renderWaterfall(e) {
+  const c = e.components || {};
+  let box = document.getElementById('waterfall');
+  if (!box) {
+    box = document.createElement('div');
+    box.id = 'waterfall';
+    box.className = 'breakdown';
+    box.setAttribute('aria-label', 'utterance latency waterfall');
+    ui.utterance.after(box);
+  }
+  const total = Math.max(1, e.total_ms || 0);
+  const bar = document.createElement('div');
+  bar.className = 'bar';
+  const rows = [];
+  for (const [key, label, color] of WATERFALL) {
+    const ms = c[key];
+    if (ms == null) continue;
+    const seg = document.createElement('span');
+    seg.className = 'seg';
+    seg.style.width = `${(100 * Math.max(0, ms)) / total}%`;
+    seg.style.background = color;
+    seg.title = `${label}: ${fmt(ms, 1)} ms`;
+    bar.append(seg);
+    const row = document.createElement('div');
+    row.className = 'legend-row';
+    row.innerHTML = '<span class="swatch"></span><span class="legend-label"></span><span class="legend-value"></span>';
+    row.querySelector('.swatch').style.background = color;
+    row.querySelector('.legend-label').textContent = label;
+    row.querySelector('.legend-value').textContent = `${fmt(ms, 1)} ms`;
+    rows.push(row);
+  }
+  const head = document.createElement('div');
+  head.className = 'utterance';
+  head.textContent = `Utterance ${e.utterance}: speech end → first packet out ${fmt(e.total_ms)} ms (server)`;
+  box.replaceChildren(head, bar, ...rows);
+}
+
 function resetMetrics() {
+  document.getElementById('waterfall')?.remove();
   for (const el of [ui.p50, ui.p95, ui.drops, ui.mP50, ui.mP95, ui.mDrops]) el.textContent = '–';
   ui.overlay.hidden = true;
   ui.breakdown.replaceChildren();
@@ -340,6 +388,7 @@ async function start() {
         const took = e.latency_ms != null ? ` in ${Math.round(e.latency_ms)} ms` : '';
         ui.promptEcho.textContent = `Applied: “${e.prompt}”${took}`;
       }
+      if (e.type === 'waterfall') renderWaterfall(e);
     },
   };
 

@@ -30,6 +30,7 @@ class PipelineTotals:
     observed: defaultdict[tuple[str, str], Histogram] = field(default_factory=lambda: defaultdict(Histogram))
     degrade_steps: Counter[tuple[str, str]] = field(default_factory=Counter)
     level_frames: Counter[tuple[str, str]] = field(default_factory=Counter)
+    waterfall: defaultdict[str, Histogram] = field(default_factory=lambda: defaultdict(Histogram))  # speech
 
     def add_session(self, session: Any) -> None:
         """Add one session's counters and histograms (live or just closed)."""
@@ -52,6 +53,8 @@ class PipelineTotals:
         self.video_latency.merge(session.video_out.counters.latency)
         for viewer in getattr(session, "viewers", {}).values():
             self.viewer_latency.merge(viewer.latency)
+        for component, histogram in getattr(session, "waterfall", {}).items():
+            self.waterfall[component].merge(histogram)
 
     def add(self, other: PipelineTotals) -> None:
         self.frames_in.update(other.frames_in)
@@ -67,6 +70,8 @@ class PipelineTotals:
             self.observed[key].merge(histogram)
         self.degrade_steps.update(other.degrade_steps)
         self.level_frames.update(other.level_frames)
+        for component, histogram in other.waterfall.items():
+            self.waterfall[component].merge(histogram)
 
 
 @dataclass(frozen=True)

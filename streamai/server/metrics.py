@@ -42,6 +42,12 @@ def session_metrics(manager: SessionManager) -> Iterator[Metric]:
     viewer = histogram_family(
         "streamai_viewer_latency_seconds", "Capture to a viewer's sender, processed video (WHEP).", ["pipeline"]
     )
+    waterfall = histogram_family(
+        "streamai_speech_waterfall_seconds",
+        "Speech end to the first translated packet handed to the transport, per utterance, by component "
+        "(vad, asr, mt, tts, outbound, encode, total).",
+        ["pipeline", "component"],
+    )
     for pipeline, totals in sorted(by_pipeline.items()):
         for kind, count in sorted(totals.frames_in.items()):
             frames_in.add_metric([pipeline, kind], count)
@@ -56,7 +62,9 @@ def session_metrics(manager: SessionManager) -> Iterator[Metric]:
         add_histogram(video, [pipeline], totals.video_latency)
         if totals.viewer_latency.count:
             add_histogram(viewer, [pipeline], totals.viewer_latency)
-    yield from (frames_in, frames_out, drops, service, queue_wait, video, viewer)
+        for component, histogram in sorted(totals.waterfall.items()):
+            add_histogram(waterfall, [pipeline, component], histogram)
+    yield from (frames_in, frames_out, drops, service, queue_wait, video, viewer, waterfall)
     viewers: Counter[str] = Counter()
     for session in manager.sessions.values():
         viewers[session.pipeline] += len(session.viewers)

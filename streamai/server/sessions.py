@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -28,13 +29,14 @@ from ..engine import PipelineRunner
 from ..errors import ClientError
 from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
+from ..histogram import Histogram
 from ..stage import StageRegistry
 from ..transport.control import ControlParser, ControlRejected, InterruptMessage, ParamsMessage, PingMessage
 from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
 from ..transport.dtls import answer_as_dtls_server
 from ..transport.ice import rtc_configuration, set_audio_prefetch
 from ..transport.inbound import InboundCounters, consume_track
-from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, TrackSink
+from ..transport.outbound import ProcessedAudioTrack, ProcessedVideoTrack, SendTiming, TrackSink, sent_fields
 from ..transport.sdp import candidate_count, media_sections
 from ..web.clients import limit_key
 from .access import new_capability
@@ -114,6 +116,8 @@ class Session:
         self.subscribers: set[Any] = set()  # open events WebSockets, closed with the session
         self.live_params: dict[str, frozenset[str]] = {}  # stage -> params it can change while running
         self._close_callbacks: list[Callable[[], None]] = []
+        self.waterfall: defaultdict[str, Histogram] = defaultdict(Histogram)  # speech: component -> seconds
+        self.events.on_event(self._on_event)
 
     # -- negotiation -----------------------------------------------------------
     async def negotiate(self, offer_sdp: str, offer_type: str = "offer") -> str:
@@ -256,8 +260,18 @@ class Session:
             self.runner.control(ControlKind.PROMPT, {"text": message.text})
             self.events.emit("prompt", text=message.text, status="received")
 
-    def _on_sent(self, kind: str, latency: float, frame: Frame) -> None:
-        self.events.emit("latency", kind=kind, ms=round(latency * 1000, 1), seq=frame.seq)
+    def _on_event(self, event: Event) -> None:
+        """Per-utterance ``waterfall`` events (speech pipelines) feed this session's histograms."""
+        if event.get("type") != "waterfall":
+            return
+        components = dict(event.get("components") or {})
+        components["total_ms"] = event.get("total_ms")
+        for name, ms in components.items():
+            if isinstance(ms, int | float) and math.isfinite(ms):
+                self.waterfall[name.removesuffix("_ms")].observe(max(0.0, ms) / 1000)
+
+    def _on_sent(self, kind: str, latency: float, frame: Frame, timing: SendTiming | None = None) -> None:
+        self.events.emit("latency", **sent_fields(kind, latency, frame, timing))
 
     # -- lifecycle ---------------------------------------------------------------
     async def _watchdog(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Literal
 
 CLAUSE_END = re.compile(r"[,.;:!?…]+[\"')\]]*$")
@@ -39,10 +40,20 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
     return count
 
 
-def clause_cut(hypothesis: list[str], agreed: int) -> int:
-    """Shorten an agreed word count to end at the last clause end (0 when none)."""
+def clause_cut(hypothesis: list[str], agreed: int, accept: Callable[[str], bool] | None = None) -> int:
+    """Shorten an agreed word count to end at the last clause end (0 when none).
+
+    ``accept`` judges the clause that would end there (its words since the clause end
+    before it); a clause it refuses (a pause Whisper marked with a comma after a
+    fragment: "front," before "center") is not an end to commit at.
+    """
     for index in range(agreed, 0, -1):
-        if CLAUSE_END.search(hypothesis[index - 1]):
+        if not CLAUSE_END.search(hypothesis[index - 1]):
+            continue
+        if accept is None:
+            return index
+        start = max((i + 1 for i in range(index - 1) if CLAUSE_END.search(hypothesis[i])), default=0)
+        if accept(" ".join(hypothesis[start:index])):
             return index
     return 0
 
@@ -54,15 +65,16 @@ def local_agreement(
     *,
     pause: bool = False,
     commit: Literal["clause", "word"] = "clause",
+    accept: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], list[str]]:
     """One step of local agreement: ``(committed, tail)`` after a new hypothesis.
 
     ``hypothesis`` holds the words decoded *after* the committed ones (the decoder is
     forced through them); ``tail`` is the uncommitted rest of the previous hypothesis.
     The words the two agree on from the start are committed, by default only up to the
-    last clause end among them (``commit="clause"``); the rest is held back as the new
-    tail. ``pause`` (the speaker stopped) commits the whole hypothesis. Punctuation that
-    starts a hypothesis (", where") is glued onto the last committed word.
+    last clause end among them (``commit="clause"``) whose clause ``accept`` takes (default:
+    any); the rest is held back as the new tail. ``pause`` (the speaker stopped) commits the
+    whole hypothesis. Punctuation that starts a hypothesis (", where") is glued onto the last committed word.
     """
     if committed and hypothesis and not any(c.isalnum() for c in hypothesis[0]):
         committed = extend(committed, hypothesis[:1])
@@ -71,7 +83,7 @@ def local_agreement(
     if pause:
         agreed = len(hypothesis)
     elif commit == "clause":
-        agreed = clause_cut(hypothesis, agreed)
+        agreed = clause_cut(hypothesis, agreed, accept)
     return [*committed, *hypothesis[:agreed]], hypothesis[agreed:]
 
 

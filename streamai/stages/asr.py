@@ -1,17 +1,24 @@
 """``asr``: streaming speech recognition; the decoder is an engine (``engine:``, default ``faster-whisper``).
 
 While an utterance grows, the buffer is re-decoded every ``interval_ms`` of new audio
-(one decode at a time, in the background, so audio is never held up). The committed
+(one decode at a time, in the background, so audio is never held up), with
+``beam_size`` (1); decodes at a pause or at the end use ``final_beam_size`` (4: on
+espeak speech sent through WebRTC WER 0.03 instead of 0.10 at beam 1, for ~20 % more
+decode time; see docs/speech-latency.md). The committed
 words go in as a forced decoder prefix, so each decode only generates the uncommitted
 tail; words on which two consecutive hypotheses agree are committed (local agreement),
 by default only up to the last clause end among them (``commit: clause``): tiny.en's
 early guesses agree on wrong words often enough that word-level commits cost WER.
-A tentative SPEECH_END from ``vad`` (a pause) starts a decode at once and, with
-``commit_on_pause``, commits all of it, so translation and speech of the words so far
-start while the end is being confirmed; when the confirmed SPEECH_END finds no new
-audio since, that hypothesis is the final and no decode is left to do. The final
-TextFrame carries the capture time of the utterance's last voiced audio (from
-SPEECH_END), so its latency is what the speaker feels. The engine (a ``Transcriber``
+A tentative SPEECH_END from ``vad`` (a pause) starts a decode at once (ahead of other
+sessions' periodic decodes on the shared model) and judges the words
+(``streamai.speech.turn``): with ``commit_on_pause`` and ``endpointing: adaptive``, a
+complete phrase is committed whole, so translation and speech start while the end is
+being confirmed, unless speech resumed while it decoded; an incomplete one is held,
+and ``vad`` is told to wait longer (``endpointing: fixed`` commits every pause, as
+before). When the confirmed SPEECH_END finds no new audio since, that hypothesis is
+the final and no decode is left to do. Text committed at a pause and the final carry
+the capture time of the utterance's speech end (from SPEECH_END), so their latency is
+what the speaker feels. The engine (a ``Transcriber``
 from ``streamai.speech.engines.ASR_ENGINES``) does one decode; everything streaming
 is here.
 """
@@ -19,6 +26,8 @@ is here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import math
 from typing import Literal
@@ -31,6 +40,8 @@ from ..speech.audio import StreamResampler
 from ..speech.engines.asr import ASR_ENGINES, Transcriber, TranscriptionOptions
 from ..speech.latency import tracker
 from ..speech.text import local_agreement, words
+from ..speech.turn import clause_complete, phrase_complete, turn
+from ..speech.whisper import Decode
 from ..stage import Stage, StageContext, stage
 
 RATE = 16_000
@@ -45,10 +56,12 @@ class AsrParams(BaseModel):
     min_audio_ms: float = Field(800, ge=0, le=5000)  # no decode before this much speech (early ones are noise)
     commit: Literal["clause", "word"] = "clause"  # commit agreed words up to a clause end, or every agreed word
     context_s: float | None = Field(10.0, ge=1, le=30)  # encoder context; null = Whisper's full 30 s
-    beam_size: int = Field(1, ge=1, le=8)
+    beam_size: int = Field(1, ge=1, le=8)  # periodic (partial) decodes
+    final_beam_size: int | None = Field(4, ge=1, le=8)  # decodes at a pause and at the end (null: beam_size)
     threads: int = Field(2, ge=1, le=64)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
-    commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis
+    commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis ...
+    endpointing: Literal["adaptive", "fixed"] = "adaptive"  # ... adaptive: only a complete phrase
     # No periodic decode while the newest audio is this much quieter than the utterance's
     # loudest (dB; null: never wait): it is likely a pause, whose tentative SPEECH_END is
     # about to start a decode that a periodic one, still running, would hold up.
@@ -74,6 +87,7 @@ class Asr(Stage):
         super().__init__(params, context)
         self.p: AsrParams = params
         self.transcriber: Transcriber | None = None
+        self.final_transcriber: Transcriber | None = None  # same model, the final beam
         self._resample = StreamResampler(RATE)
         self._task: asyncio.Task[None] | None = None
         self.decodes: list[dict[str, float]] = []  # per decode: audio_s, seconds, kind (for benchmarks)
@@ -91,22 +105,30 @@ class Asr(Stage):
         self._active = False
         self._last_partial = ""
         self._last_stable = ""
+        self._pushed_words = 0  # committed words already pushed (a new push with more is a new waterfall path)
         self._loudest = 0.0  # RMS of the loudest chunk of the utterance
         self._recent: list[float] = []  # RMS of the newest chunks
 
     async def start(self) -> None:
+        engine = ASR_ENGINES.get(self.p.engine)
         options = TranscriptionOptions(language=self.p.language, beam_size=self.p.beam_size, threads=self.p.threads)
-        self.transcriber = await ASR_ENGINES.get(self.p.engine).open(self.context, options)
+        self.transcriber = self.final_transcriber = await engine.open(self.context, options)
+        final_beam = self.p.final_beam_size or self.p.beam_size
+        if final_beam != self.p.beam_size:
+            final = TranscriptionOptions(language=self.p.language, beam_size=final_beam, threads=self.p.threads)
+            self.final_transcriber = await engine.open(self.context, final)
         # The first model call is slow (allocations): pay it here, not on the first utterance.
-        await self.run_blocking(self.transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
+        for transcriber in {id(t): t for t in (self.transcriber, self.final_transcriber)}.values():
+            await self.run_blocking(transcriber.decode, np.zeros(RATE, np.float32), "", self.p.context_s)
         tracker(self.context.events).expect("final_transcript_ms")
+        turn(self.context.events).listening = self.p.commit_on_pause and self.p.endpointing == "adaptive"
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        if self.transcriber is not None:
-            self.transcriber.close()
-        self.transcriber = None
+        for transcriber in {id(t): t for t in (self.transcriber, self.final_transcriber) if t is not None}.values():
+            transcriber.close()
+        self.transcriber = self.final_transcriber = None
 
     # -- audio -----------------------------------------------------------------
     async def process(self, frame: Frame) -> None:
@@ -137,14 +159,16 @@ class Asr(Stage):
             return False
         return max(self._recent) < self._loudest * 10 ** (self.p.quiet_db / 20)
 
-    def _spawn(self, pause: bool = False) -> None:
+    def _spawn(self, pause: ControlFrame | None = None) -> None:
         self._task = asyncio.create_task(self._guarded_step(pause))
 
-    async def _guarded_step(self, pause: bool) -> None:
+    async def _guarded_step(self, pause: ControlFrame | None) -> None:
         try:
             await self._decode_step(partial=True, pause=pause)
         except Exception as exc:  # a failed partial must not end the utterance
             log.warning("asr %s: partial decode failed: %s: %s", self.context.name, type(exc).__name__, exc)
+            if pause is not None:  # vad must not wait for a verdict that never comes
+                turn(self.context.events).post(self.utterance, int(pause.data.get("pause", 0)), False)
 
     def _busy(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -154,25 +178,45 @@ class Asr(Stage):
             self._chunks = [np.concatenate(self._chunks)]
         return self._chunks[0].astype(np.float32) / 32768.0 if self._chunks else np.zeros(0, np.float32)
 
-    async def _decode_step(self, partial: bool, pause: bool = False) -> None:
+    async def _decode_step(self, partial: bool, pause: ControlFrame | None = None) -> None:
         """Decode the utterance after the committed words; commit what two hypotheses agree on
-        (everything, when ``pause``: the speaker stopped, so the words so far will not change)."""
+        (everything, at a ``pause`` after a complete phrase: the speaker stopped, the words will not change)."""
         audio, covered, newest, utterance = self._audio(), self._samples, self._newest, self.utterance
         self._since_decode = 0
         prefix = " ".join(self._committed)
         assert self.transcriber is not None
-        result = await self.run_blocking(self.transcriber.decode, audio, prefix, self.p.context_s)
+        gate = self.transcriber.gate
+        urgent = pause is not None or not partial
+        if gate is not None and not urgent and gate.busy():
+            return  # another session's decode holds the shared model: skip this partial, the next one comes
+        result = await self.run_blocking(self._decode, audio, prefix, urgent)
         self.decodes.append({"audio_s": len(audio) / RATE, "seconds": result.seconds, "final": float(not partial)})
         if utterance != self.utterance:
             return
+        commit = False
+        if pause is not None:
+            hypothesis = " ".join([*self._committed, *words(result.text)])
+            complete = self.p.endpointing == "fixed" or phrase_complete(hypothesis, self.p.language)
+            resumed = self._samples > covered  # speech went on while it decoded: not an end
+            commit = self.p.commit_on_pause and complete and not resumed
+            turn(self.context.events).post(utterance, int(pause.data.get("pause", 0)), complete)
+        accept = None if self.p.endpointing == "fixed" else functools.partial(clause_complete, language=self.p.language)
         self._committed, self._tail = local_agreement(
-            self._committed, self._tail, words(result.text), pause=pause, commit=self.p.commit
+            self._committed, self._tail, words(result.text), pause=commit, commit=self.p.commit, accept=accept
         )
         self._hyp_samples = covered
         if partial and newest is not None:
-            await self._emit_partial(newest)
+            await self._emit_partial(newest, pause if commit else None)
 
-    async def _emit_partial(self, newest: AudioFrame) -> None:
+    def _decode(self, audio: np.ndarray, prefix: str, urgent: bool) -> Decode:
+        """One decode on the stage's thread, holding the shared model's gate when the engine has one."""
+        transcriber = self.final_transcriber if urgent else self.transcriber  # a pause or the end: the final beam
+        assert transcriber is not None
+        gate = transcriber.gate
+        with gate.hold(urgent) if gate is not None else contextlib.nullcontext():
+            return transcriber.decode(audio, prefix, self.p.context_s)
+
+    async def _emit_partial(self, newest: AudioFrame, pause: ControlFrame | None = None) -> None:
         text = " ".join(self._committed + self._tail)
         stable = " ".join(self._committed)
         if not self.p.partials or not text or (text, stable) == (self._last_partial, self._last_stable):
@@ -180,6 +224,8 @@ class Asr(Stage):
         out = TextFrame(text=text, final=False, language=self.p.language, utterance_id=self.utterance)
         out.stable_prefix = stable
         inherit_timing(out, newest)
+        if pause is not None:  # committed at the end of speech: its latency runs from the speech end
+            out.capture_time = pause.capture_time
         # A late partial is skipped: the next supersedes it. Not one that commits words: only
         # the final would bring them, later, so skipping it would only delay their translation.
         if stable == self._last_stable and not self.can_make_it(out):
@@ -188,7 +234,18 @@ class Asr(Stage):
         self.emit_event(
             "transcript", text=text, final=False, stable=stable, utterance=self.utterance, language=self.p.language
         )
+        self._stamp(out, pause, len(self._committed))
         await self.push(out)
+
+    def _stamp(self, out: TextFrame, end: ControlFrame | None, committed: int) -> None:
+        """Waterfall: text pushed with words not pushed before, after a VAD end, starts the utterance's path."""
+        if committed <= self._pushed_words or end is None:
+            return
+        self._pushed_words = committed
+        vad_at = end.data.get("at")
+        tracker(self.context.events).path(
+            self.utterance, out.capture_time, float(vad_at) if isinstance(vad_at, int | float) else None, now()
+        )
 
     # -- control -----------------------------------------------------------------
     async def on_control(self, frame: ControlFrame) -> None:
@@ -202,7 +259,7 @@ class Asr(Stage):
                 if self._samples:  # speculative: decode while the endpoint is confirmed
                     if self._busy():
                         await asyncio.wait({self._task})
-                    self._spawn(pause=self.p.commit_on_pause)
+                    self._spawn(pause=frame)
             else:
                 await self._finish(frame)
         elif frame.control is ControlKind.END_OF_STREAM and self._active and self._samples:
@@ -236,5 +293,6 @@ class Asr(Stage):
             latency_ms=round(latency_ms, 1),
         )
         tracker(self.context.events).record(self.utterance, "final_transcript_ms", latency_ms)
+        self._stamp(out, end, len(words(text)))
         await self.push(out)
         self._reset(self.utterance)

@@ -151,5 +151,7 @@ class Translate(Stage):
             source_language=source,
             **fields,
         )
+        if translated:
+            tracker(self.context.events).step(frame.utterance_id, "mt", now())
         if translated or frame.final:
             await self.push(out)

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, TextFrame, now
-from ..speech.audio import resample_once
+from ..speech.audio import resample_once, trim_leading_silence
 from ..speech.engines.tts import TTS_ENGINES, SynthesisOptions, Synthesizer
 from ..speech.latency import tracker
 from ..stage import Stage, StageContext, stage
@@ -52,8 +52,10 @@ class TtsParams(BaseModel):
     length_scale: float | None = Field(None, gt=0.3, le=3)  # piper: < 1 speaks faster
     chunk_ms: float = Field(100, ge=10, le=100)
     barge_in: bool = True
-    first_words: int = Field(3, ge=0, le=50)  # a clause's first piece: this many words (0: whole clauses)
+    first_words: int = Field(2, ge=0, le=50)  # a clause's first piece: this many words (0: whole clauses)
     threads: int = Field(1, ge=1, le=16)  # piper: onnxruntime threads (2 cores are shared with Whisper)
+    trim_lead: bool = True  # a clause starts at its first audible sample (Piper leads with 45-65 ms of silence)
+    lead_keep_ms: float = Field(5, ge=0, le=200)  # ... keeping this much before it
 
     @field_validator("engine")
     @classmethod
@@ -146,13 +148,14 @@ class Tts(Stage):
         sentences = await self.run_blocking(engine.sentences, text, frame.language or self.p.language)
         if not sentences or generation != self._generation:
             return
-        audio = await self.run_blocking(self._synthesize, sentences[0])
+        audio = await self.run_blocking(self._synthesize, sentences[0], True)
         if generation != self._generation:
             self.drop(frame, "interrupted")
             return
         on_time = self.can_make_it(frame)
-        await self._push_audio(audio, frame, first=True, on_time=on_time)
+        first_seq = await self._push_audio(audio, frame, first=True, on_time=on_time)
         pushed_at = now()
+        tracker(self.context.events).step(frame.utterance_id, "tts", pushed_at, first_seq)
         self._first_push[frame.utterance_id] = pushed_at
         if frame.final:
             self._record(frame, pushed_at)
@@ -163,14 +166,18 @@ class Tts(Stage):
         tracker(self.context.events).record(
             frame.utterance_id, "first_audio_ms", (pushed_at - frame.capture_time) * 1000
         )
+        tracker(self.context.events).finish(frame.utterance_id)
         for old in [u for u in self._first_push if u < frame.utterance_id]:
             del self._first_push[old]
 
-    def _synthesize(self, sentence: Any) -> np.ndarray:
+    def _synthesize(self, sentence: Any, first: bool = False) -> np.ndarray:
+        """48 kHz audio of one piece; a clause's first piece starts at its first audible sample."""
         engine = self.engine
         assert engine is not None
         started = time.perf_counter()
         audio, rate = engine.synthesize(sentence)
+        if first and self.p.trim_lead:
+            audio = trim_leading_silence(audio, rate, self.p.lead_keep_ms)
         out = resample_once(audio, rate, OUT_RATE)
         self.synths.append({"audio_s": len(out) / OUT_RATE, "seconds": time.perf_counter() - started})
         return out
@@ -182,17 +189,21 @@ class Tts(Stage):
                 return
             await self._push_audio(audio, frame, first=False, on_time=on_time)
 
-    async def _push_audio(self, audio: np.ndarray, frame: TextFrame, first: bool, on_time: bool) -> None:
+    async def _push_audio(self, audio: np.ndarray, frame: TextFrame, first: bool, on_time: bool) -> int | None:
         """Cut into <= chunk_ms frames: the first keeps the clause's deadline, the rest are never late
-        (unless the clause already was: then all share its deadline and its fate at the output)."""
+        (unless the clause already was: then all share its deadline and its fate at the output).
+        Returns the first frame's seq."""
         step = int(OUT_RATE * self.p.chunk_ms / 1000)
+        first_seq: int | None = None
         for index, offset in enumerate(range(0, len(audio), step)):
             samples = audio[offset : offset + step].reshape(-1, 1)
             out = AudioFrame(samples=samples, sample_rate=OUT_RATE, pts=offset)
             out.capture_time = frame.capture_time
             out.deadline = frame.deadline if (first and index == 0) or not on_time else math.inf
             self._playing_until = max(self._playing_until, now()) + len(samples) / OUT_RATE
+            first_seq = out.seq if first_seq is None else first_seq
             await self.push(out)
+        return first_seq
 
     # -- interruptions -----------------------------------------------------------
     def on_urgent(self, frame: ControlFrame) -> ControlFrame | None:

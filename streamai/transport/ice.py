@@ -8,6 +8,9 @@ import hmac
 import time
 
 from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add, uint16_gt
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -66,14 +69,35 @@ def offer_loopback_candidates_only() -> None:
     aioice.ice.get_host_addresses = loopback_addresses
 
 
+class ReleaseOnArrival(JitterBuffer):
+    """An audio jitter buffer that hands each packet to the decoder as it arrives.
+
+    aiortc's buffer releases a frame only when the next packet shows the frame is
+    complete, so even at prefetch 0 every audio packet waits one packet time (20 ms)
+    for its successor. An Opus packet is a whole frame: nothing needs waiting for. A
+    packet older than one already released (reordered) is dropped, as aiortc drops
+    packets that come too late; the decoder conceals the gap.
+    """
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        if self._origin is not None and uint16_gt(self._origin, packet.sequence_number):
+            return False, None  # older than what was already released
+        self._origin = uint16_add(packet.sequence_number, 1)
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)  # type: ignore[attr-defined]
+
+
 def set_audio_prefetch(receiver: object, packets: int) -> bool:
     """Lower aiortc's audio jitter-buffer prefetch (4 packets, about +60 ms) on one receiver.
 
-    aiortc exposes no setting for it; this reaches its private jitter buffer and
-    reports whether it could.
+    ``packets`` 0 releases each packet on arrival (``ReleaseOnArrival``). aiortc exposes
+    no setting for it; this reaches its private jitter buffer and reports whether it could.
     """
-    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    attribute = "_RTCRtpReceiver__jitter_buffer"
+    buffer = getattr(receiver, attribute, None)
     if buffer is None or not hasattr(buffer, "_prefetch"):
         return False
+    if packets == 0:
+        setattr(receiver, attribute, ReleaseOnArrival(capacity=buffer.capacity))
+        return True
     buffer._prefetch = packets
     return True

@@ -4,6 +4,14 @@ Video: a new processed frame is sent as soon as it arrives; when none comes with
 one frame interval the last one is repeated (so the encoder and the viewer keep
 going). Audio: 20 ms packets at 48 kHz paced by the clock; silence when nothing is
 buffered; an interruption flushes what is queued.
+
+Audio timing: for each processed frame with a deadline (a clause's first chunk) the
+track reports, once the packet holding its first samples has been encoded and handed
+to the transport (aiortc asks for the next packet only then), a ``SendTiming``: when
+the frame was put here, when that packet was taken (queue and pacing before it) and
+when it was handed over (encode and send). The 20 ms pacing wait is the stream's
+clock: a packet sent before its slot would arrive sooner but play no sooner, since
+the silence before it already fills the timeline up to that slot.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import fractions
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 import numpy as np
@@ -27,7 +36,28 @@ VIDEO_CLOCK = 90000
 AUDIO_RATE = 48000
 AUDIO_PACKET = 960  # 20 ms at 48 kHz
 
-LatencyListener = Callable[[str, float, Frame], None]
+
+@dataclass(frozen=True)
+class SendTiming:
+    """When an audio frame's first samples went through the outbound track (monotonic seconds)."""
+
+    put_at: float  # the frame reached the track
+    taken_at: float  # the packet holding its first samples was taken for sending
+    handed_at: float  # ... encoded and handed to the transport
+
+
+LatencyListener = Callable[..., None]  # (kind, capture -> sent seconds, frame[, SendTiming])
+
+
+def sent_fields(kind: str, latency: float, frame: Frame, timing: SendTiming | None = None) -> dict[str, Any]:
+    """The fields of a ``latency`` event for one sent frame (``queued_ms``, ``encode_ms``, ``handed_at``
+    for audio: the outbound queue and pacing, encode and send, and when it was handed over)."""
+    fields: dict[str, Any] = {"kind": kind, "ms": round(latency * 1000, 1), "seq": frame.seq}
+    if timing is not None:
+        fields["queued_ms"] = round((timing.taken_at - timing.put_at) * 1000, 1)
+        fields["encode_ms"] = round((timing.handed_at - timing.taken_at) * 1000, 1)
+        fields["handed_at"] = timing.handed_at
+    return fields
 
 
 @dataclass
@@ -119,7 +149,8 @@ class ProcessedAudioTrack(MediaStreamTrack):
         self.drop_late = drop_late  # a frame whose deadline passed while it waited here is not played
         self._on_late = on_late
         self.counters = OutboundCounters()
-        self._chunks: deque[tuple[np.ndarray, AudioFrame | None]] = deque()
+        self._chunks: deque[tuple[np.ndarray, AudioFrame | None, float]] = deque()  # samples, source, put at
+        self._handing: list[tuple[AudioFrame, float, float]] = []  # taken in the packet being encoded now
         self._buffered = 0
         self._max_samples = int(max_buffer_s * AUDIO_RATE)
         self._next_time: float | None = None
@@ -137,10 +168,10 @@ class ProcessedAudioTrack(MediaStreamTrack):
             samples = self._resampler(frame.samples, frame.sample_rate)
         else:
             samples = mono_int16(frame.samples)
-        self._chunks.append((samples, frame))
+        self._chunks.append((samples, frame, now()))
         self._buffered += samples.shape[0]
         while self._buffered > self._max_samples and self._chunks:
-            dropped, _ = self._chunks.popleft()
+            dropped, _, _ = self._chunks.popleft()
             self._buffered -= dropped.shape[0]
             self.counters.flushed += dropped.shape[0]
 
@@ -154,7 +185,7 @@ class ProcessedAudioTrack(MediaStreamTrack):
         out = np.zeros(count, dtype=np.int16)
         filled = 0
         while filled < count and self._chunks:
-            samples, source = self._chunks[0]
+            samples, source, put_at = self._chunks[0]
             if source is not None and self.drop_late and now() > source.deadline:
                 self._chunks.popleft()  # it waited past its deadline behind earlier audio: never late
                 self._buffered -= samples.shape[0]
@@ -163,24 +194,34 @@ class ProcessedAudioTrack(MediaStreamTrack):
                     self._on_late(source)
                 continue
             if source is not None:  # first samples of this frame leave now
-                self._chunks[0] = (samples, None)
-                if self._on_sent is not None and source.deadline != float("inf"):
-                    latency = now() - source.capture_time
-                    self.counters.latency.observe(latency)
-                    self._on_sent("audio", latency, source)
+                self._chunks[0] = (samples, None, put_at)
+                if source.deadline != float("inf"):
+                    self._handing.append((source, put_at, now()))
             take = min(count - filled, samples.shape[0])
             out[filled : filled + take] = samples[:take]
             filled += take
             if take == samples.shape[0]:
                 self._chunks.popleft()
             else:
-                self._chunks[0] = (samples[take:], None)
+                self._chunks[0] = (samples[take:], None, put_at)
         self._buffered -= filled
         return out, filled > 0
+
+    def _report_handed(self) -> None:
+        """The previous packet is encoded and sent (the sender asks for the next one only then)."""
+        handed_at = now()
+        for source, put_at, taken_at in self._handing:
+            latency = handed_at - source.capture_time
+            self.counters.latency.observe(latency)
+            if self._on_sent is not None:
+                self._on_sent("audio", latency, source, SendTiming(put_at, taken_at, handed_at))
+        self._handing.clear()
 
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
+        if self._handing:
+            self._report_handed()
         if self._next_time is None:
             self._next_time = now()
         else:

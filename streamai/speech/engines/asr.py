@@ -15,6 +15,7 @@ from typing import Self
 import numpy as np
 
 from ...stage import StageContext
+from ..decode_gate import DecodeGate
 from ..whisper import Decode
 from .base import Engine
 from .registry import EngineRegistry
@@ -35,6 +36,7 @@ class Transcriber(Engine, ABC):
     """One decode of mono float32 16 kHz audio, after a forced ``prefix`` of committed words."""
 
     default_model: str = ""  # catalog id used when the stage names no ``model:``
+    gate: DecodeGate | None = None  # an engine whose model is shared by sessions gives its gate (priority)
 
     @classmethod
     @abstractmethod

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...models.shared import acquire_model
 from ...stage import StageContext
+from ..decode_gate import gate_for
 from ..whisper import Decode, WhisperDecoder
 from .asr import Transcriber, TranscriptionOptions
 
@@ -20,9 +21,10 @@ from .asr import Transcriber, TranscriptionOptions
 class WhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
-    def __init__(self, decoder: WhisperDecoder, release: Any) -> None:
+    def __init__(self, decoder: WhisperDecoder, release: Any, model: Any = None) -> None:
         super().__init__(release)
         self.decoder = decoder
+        self.gate = gate_for(model if model is not None else decoder)  # one per shared model, node-wide
 
     @classmethod
     async def open(cls, context: StageContext, options: TranscriptionOptions) -> Self:
@@ -34,7 +36,7 @@ class WhisperTranscriber(Transcriber):
             context, f"asr:{reference}:{device}", lambda: load_whisper(reference, device, threads)
         )
         try:
-            return cls(WhisperDecoder(model, options.language, options.beam_size), release)
+            return cls(WhisperDecoder(model, options.language, options.beam_size), release, model)
         except Exception:
             release()
             raise

@@ -40,7 +40,7 @@ class SynthesisOptions:
     speaker: str | None = None  # coqui multi-speaker models
     length_scale: float | None = None  # piper: < 1 speaks faster
     threads: int = 1  # piper: onnxruntime threads
-    first_words: int = 3  # split this many words off a text's first piece (0: never)
+    first_words: int = 2  # split this many words off a text's first piece (0: never)
 
 
 class Synthesizer(Engine, ABC):
