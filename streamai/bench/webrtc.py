@@ -49,8 +49,10 @@ async def _step(url: str, node: Any, count: int, args: argparse.Namespace) -> di
             await asyncio.sleep(1.0)
             samples.append(node.cpu_percent())
         peers_cpu = own.cpu_percent(None)
-        async with http.get(f"{url}/v1/sessions") as response:
-            sessions = (await response.json())["sessions"]
+        sessions = []
+        for probe in probes:  # each session's own summary, read with its own token
+            async with http.get(f"{url}/v1/sessions/{probe.report.session_id}", headers=probe.session_headers()) as r:
+                sessions.append(await r.json())
         await asyncio.gather(*(p.close(http) for p in probes))
     per_session = [
         {
