@@ -27,7 +27,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcdatachannel import RTCDataChannel
 
 from ..errors import ClientError
-from ..events import Event, EventBus
+from ..events import Event, EventBus, Subscription
 from ..frames import Frame, now
 from ..transport.control import ControlParser, ControlRejected, PingMessage
 from ..transport.dtls import answer_as_dtls_server
@@ -85,6 +85,7 @@ class Participant:
         self._closing = False
         self._closer: asyncio.Future[None] | None = None
         self._connected_at: float | None = None
+        self._channel_open = asyncio.Event()
         self._on_closed = on_closed
 
     # -- negotiation -----------------------------------------------------------
@@ -118,7 +119,8 @@ class Participant:
         await pc.setLocalDescription(answer)
         self.state = "connecting"
         self._spawn(self._watchdog(), "watchdog")
-        self._spawn(self._forward_events(), "events")
+        # subscribed now, so events emitted before the task first runs (the roster) are kept
+        self._spawn(self._forward_events(self.events.subscribe()), "events")
         return pc.localDescription.sdp
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -152,6 +154,7 @@ class Participant:
         self.channel = channel
         channel.on("message", lambda message: self.handle_control(message, self._send_to_channel))
         self._send_to_channel({"type": "state", "state": self.state, "participant": self.id, "t": time.time()})
+        self._channel_open.set()  # events held since the answer (the roster, captions) go out now
 
     def _send_to_channel(self, event: Event) -> None:
         channel = self.channel
@@ -159,9 +162,10 @@ class Participant:
             with contextlib.suppress(Exception):
                 channel.send(json.dumps(event, default=str))
 
-    async def _forward_events(self) -> None:
-        subscription = self.events.subscribe()
+    async def _forward_events(self, subscription: Subscription) -> None:
+        """Events to the data channel once it is open (bounded: a client without it loses the oldest)."""
         try:
+            await self._channel_open.wait()
             while True:
                 self._send_to_channel(await subscription.get())
         finally:
