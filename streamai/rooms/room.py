@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -357,9 +357,16 @@ class Room:
     def _first_sent(
         self, speaker: Speaker, direction: str, heard: Heard, owner: Participant | None, target: str
     ) -> Callable[[AudioFrame, float, bool], None]:
-        """What happens when a clause of ``speaker`` starts to sound on one output (or is dropped there, late)."""
+        """What happens when a clause of ``speaker`` starts to sound on one output (or is dropped there, late).
+
+        Every chunk of a clause carries the clause's capture time: only its first counts.
+        """
+        clauses: deque[float] = deque(maxlen=64)
 
         def sent(frame: AudioFrame, latency: float, late: bool) -> None:
+            if frame.capture_time in clauses:
+                return
+            clauses.append(frame.capture_time)
             dropped = late and self.config.pair_late_audio(speaker.chains.language, target) == "drop"
             heard.note(late, dropped)
             if late:
