@@ -3,7 +3,7 @@
 - ``GET /v1/room-pipelines`` (API token): the room pipelines offered.
 - ``POST /v1/rooms`` ``{pipeline?, languages?, max_speakers?}`` (API token): a new room.
 - ``GET /v1/rooms`` (admin): every room.
-- ``GET`` / ``DELETE /v1/rooms/{id}``: read (room or join token, a participant of it) / end (room token).
+- ``GET`` / ``DELETE /v1/rooms/{id}``: read (any of its tokens, a participant of it) / end (room token).
 - ``POST /v1/rooms/{id}/participants`` ``{sdp, type, language, name?, role?, params?}``: join as a
   ``speaker`` (join or room token) or a ``listener`` (join, listen or room token).
 - ``GET`` / ``DELETE /v1/rooms/{id}/participants/{pid}``: read / leave (that participant's session
@@ -170,7 +170,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 
 
 async def get_room(request: web.Request) -> web.Response:
-    room, _ = room_for(request, ("room", "join", "participant"))
+    room, _ = room_for(request, ("room", "join", "listen", "participant"))
     return web.json_response(room.summary())
 
 
