@@ -86,6 +86,7 @@ class Participant:
         self._closer: asyncio.Future[None] | None = None
         self._connected_at: float | None = None
         self._channel_open = asyncio.Event()
+        self.connected = asyncio.Event()  # ICE and DTLS are up
         self._on_closed = on_closed
 
     # -- negotiation -----------------------------------------------------------
@@ -143,6 +144,7 @@ class Participant:
         if state == "connected" and self._connected_at is None:
             self._connected_at = now()
             self.state = "connected"
+            self.connected.set()
             self.events.emit("state", state="connected", participant=self.id, room=self.room_id)
         elif state in ("failed", "closed") and not self._closing:
             self._closer = asyncio.ensure_future(self.close(f"peer connection {state}"))

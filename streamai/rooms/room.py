@@ -194,7 +194,9 @@ class Room:
         if self._closing:  # the room ended while this join was negotiated
             await participant.close("the room has ended")
             raise ClientError(404, "room_ended", "this room has ended")
-        self._follow_languages()
+        # other speakers start translating into a new language once its first participant is connected:
+        # loading chains while a browser's ICE and DTLS handshake runs can starve it on a small node
+        self._spawn(self._follow_when_connected(participant), "follow")
         self.publish("participant", action="joined", **self._who(participant))
         participant.events.emit("room", **self.roster())
         return Joined(participant, answer)
@@ -281,6 +283,12 @@ class Room:
                 self._spawn(self._add_target(speaker, target), f"target-{target}")
             for target in set(chains.says) - present:
                 self._spawn(chains.remove_target(target), f"untarget-{target}")
+
+    async def _follow_when_connected(self, participant: Participant) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(participant.connected.wait(), self.settings.connect_timeout_s)
+        if not self._closing:
+            self._follow_languages()
 
     async def _add_target(self, speaker: Speaker, target: str) -> None:
         try:
