@@ -87,3 +87,25 @@ def test_alias_bombs_and_non_mappings_are_refused(registry) -> None:
     )
     with pytest.raises(PipelineError, match="alias bomb"):
         parse_room_pipeline(bomb, "room.yaml", registry)
+
+
+def test_streamai_validate_and_pipelines_know_room_pipelines(tmp_path, root) -> None:
+    import subprocess
+    import sys
+
+    def streamai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "streamai", *args], capture_output=True, text=True, timeout=60,
+                              cwd=root, check=False)  # fmt: skip
+
+    good = streamai("validate", "pipelines/rooms/conversation-en-pt.yaml")
+    assert good.returncode == 0 and "room pipeline 'conversation-en-pt', pairs en->pt, pt->en" in good.stdout
+    bad = tmp_path / "room.yaml"
+    room = tone_room()
+    del room["pairs"]["pt->en"]
+    bad.write_text(yaml.safe_dump(room, sort_keys=False))
+    refused = streamai("validate", str(bad))
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 1 and len(lines) == 1 and "unsupported pair pt->en" in lines[0], refused.stderr
+    listed = streamai("pipelines")
+    assert listed.returncode == 0 and any("conversation-en-pt" in line and "room" in line
+                                          for line in listed.stdout.splitlines())  # fmt: skip

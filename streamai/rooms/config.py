@@ -270,6 +270,17 @@ def parse_room_pipeline(text: str, source: str, registry: StageRegistry | None =
     return config
 
 
+def is_room_pipeline(path: str | Path) -> bool:
+    """Whether the YAML file at ``path`` is written as a room pipeline (it has ``pairs`` or ``hear``)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the pipeline loader reports it
+    return isinstance(raw, dict) and ("pairs" in raw or "hear" in raw)
+
+
 def load_room_pipeline(path: str | Path, registry: StageRegistry | None = None) -> RoomPipelineConfig:
     """Read and validate a room pipeline YAML file."""
     path = Path(path)
