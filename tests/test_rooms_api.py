@@ -99,6 +99,14 @@ async def test_bad_input_gets_clear_4xx_and_capabilities_stay_in_their_room(tmp_
         assert status == 403, body
         status, body = await status_of(http, "DELETE", f"{rooms}/{first['room_id']}", headers=own)
         assert status == 403  # a participant cannot end the room; its owner can
+        audience = RoomPeer(url, first["room_id"], first["listen_token"], "pt", role="listener")
+        await audience.join(http)
+        for method in ("GET", "DELETE"):  # nor read or remove another participant of its own room
+            status, body = await status_of(http, method, f"{join_url}/{audience.participant_id}", headers=own)
+            assert status == 403, body
+        status, body = await status_of(http, "GET", f"{join_url}/{ann.participant_id}", headers=audience.own_headers())
+        assert status == 403
+        assert await audience.leave(http) == 200
         status, body = await status_of(http, "GET", f"{url}/v1/sessions/{ann.participant_id}", headers=own)
         assert status == 403  # nor is a room capability a session capability
         status, body = await status_of(http, "GET", rooms, headers=own)
