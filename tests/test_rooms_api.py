@@ -214,3 +214,38 @@ async def test_a_room_ends_when_empty_or_at_its_maximum_age(tmp_path) -> None:
         assert "maximum age" in peer.of_type("state", state="closed")[0]["reason"]
         assert manager.count("speaker") == 0 and manager.count("listener") == 0
         await peer.close()
+
+
+@pytest.mark.models
+async def test_a_speaker_steers_only_their_own_chains(tmp_path) -> None:
+    # Silero VAD (a 2 MB model from its package) in front of each language: its silence_ms is live
+    steered = tone_room("steered", client_params={"vad": {"silence_ms": {"min": 150, "max": 1500}}})
+    for language in ("en", "pt"):
+        steered["hear"][language] = {"stages": [{"name": "vad", "type": "vad", "model": "silero-vad"}]}
+    settings = node_settings(tmp_path / "rooms", steered)
+    async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
+        created = await create_room(http, url, pipeline="steered")
+        room = app[ROOMS].get(created["room_id"])
+        en = RoomPeer(url, created["room_id"], created["join_token"], "en", audio=tone_track(EN_VOICE))
+        pt = RoomPeer(url, created["room_id"], created["join_token"], "pt", audio=tone_track(PT_VOICE),
+                      params={"vad": {"silence_ms": 400}})  # fmt: skip
+        listener = RoomPeer(url, created["room_id"], created["listen_token"], "en", role="listener")
+        for peer in (en, pt, listener):
+            await peer.join(http)
+
+        def silence_ms(peer: RoomPeer) -> float:
+            return room.speakers[peer.participant_id].chains.hear.stage_runners[0].stage.p.silence_ms
+
+        assert silence_ms(pt) == 400 and silence_ms(en) == 300  # params at joining apply to the joiner only
+        assert await wait_for(lambda: en.channel.readyState == "open" and listener.channel.readyState == "open", 5)
+        en.send({"type": "params", "params": {"vad": {"silence_ms": 700}}})
+        assert await wait_for(lambda: en.of_type("params"), 5)
+        assert silence_ms(en) == 700 and silence_ms(pt) == 400
+        assert not pt.of_type("params")  # nothing of it reaches the others
+        en.send({"type": "params", "params": {"vad": {"threshold": 0.9}}})  # not in the room's allowlist
+        listener.send({"type": "params", "params": {"vad": {"silence_ms": 200}}})
+        assert await wait_for(lambda: en.of_type("error") and listener.of_type("error"), 5)
+        assert en.of_type("error")[0]["code"] == "bad_params" and silence_ms(en) == 700
+        assert silence_ms(pt) == 400
+        for peer in (en, pt, listener):
+            await peer.leave(http)
