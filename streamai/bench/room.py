@@ -59,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gap", type=float, default=3.0, help="seconds between one speaker's sentence and the other's")
     parser.add_argument("--target-ms", type=float, default=600.0, help="p95 both directions must stay within")
     parser.add_argument("--stop-after-miss", action="store_true", help="stop at the first step over the target")
+    parser.add_argument(
+        "--peer-prefetch", type=int, default=1,
+        help="audio packets the peers' jitter buffers hold (aiortc's default 4; a browser holds 1-2 on loopback)",
+    )  # fmt: skip
 
 
 class CuedTrack(PacedAudioTrack):
@@ -134,7 +138,8 @@ async def run_step(url: str, admin: str, rooms: int, args: argparse.Namespace, n
             pair = []
             for language, audio, ends in (("en", en_audio, en_ends), ("pt", pt_audio, pt_ends)):
                 track = CuedTrack(audio[:, 0])  # silence until every speaker of the step is in
-                peer = RoomPeer(url, room["room_id"], room["join_token"], language, audio=track, name=language)
+                peer = RoomPeer(url, room["room_id"], room["join_token"], language, audio=track, name=language,
+                                audio_prefetch=args.peer_prefetch)  # fmt: skip
                 pair.append(Speaker(peer, track, ends))
             speakers.append((pair[0], pair[1]))
         # join the pt speakers first (no audio flows until both are in): their say chains then start at once

@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from ..frames import now
-from ..transport.ice import offer_loopback_candidates_only, rtc_configuration
+from ..transport.ice import offer_loopback_candidates_only, rtc_configuration, set_audio_prefetch
 from .media import SAMPLE_RATE
 from .peer import PacedAudioTrack
 
@@ -37,9 +37,7 @@ def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-async def create_room(
-    http: aiohttp.ClientSession, url: str, token: str | None = None, **body: Any
-) -> dict[str, Any]:
+async def create_room(http: aiohttp.ClientSession, url: str, token: str | None = None, **body: Any) -> dict[str, Any]:
     """``POST /v1/rooms``; the answer holds ``room_id``, ``room_token``, ``join_token`` and ``listen_token``."""
     async with http.post(f"{url.rstrip('/')}/v1/rooms", json=body, headers=bearer(token)) as response:
         answer = await response.json(content_type=None)
@@ -79,7 +77,10 @@ class RoomPeer:
         audio: MediaStreamTrack | None = None,
         params: dict[str, Any] | None = None,
         loopback: bool = True,
+        audio_prefetch: int | None = None,
     ) -> None:
+        """``audio_prefetch``: packets aiortc's jitter buffer holds before releasing one (None: its 4;
+        a browser's adaptive buffer holds one or two on a clean loopback)."""
         self.url = url.rstrip("/")
         self.room_id = room_id
         self.token = token
@@ -88,6 +89,7 @@ class RoomPeer:
         self.name = name or f"{role}-{language}"
         self.audio = audio
         self.params = params
+        self.audio_prefetch = audio_prefetch
         self.answer: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.chunks: list[tuple[float, np.ndarray]] = []  # (arrival, mono int16 at 48 kHz)
@@ -137,6 +139,10 @@ class RoomPeer:
         self.answer = answer
         assert self.pc is not None
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        if self.audio_prefetch is not None:
+            for transceiver in self.pc.getTransceivers():
+                if transceiver.kind == "audio":
+                    set_audio_prefetch(transceiver.receiver, self.audio_prefetch)
         ends = now() + timeout
         while self.pc.connectionState != "connected" and now() < ends:
             await asyncio.sleep(0.02)
