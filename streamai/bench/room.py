@@ -8,7 +8,8 @@ real-time pace and taking turns. Per utterance, latency is measured on this proc
 from the speech end (the clip's last voiced sample leaving the speaker's peer) to the first
 loud packet of translated speech at the other participant's peer; figures are p50/p95 per
 direction (en->pt, pt->en). Also the node's CPU per room and its own view (capture to the
-first audio of a clause sent). The capacity is the largest number of rooms whose p95 stays
+first audio of a clause sent). The peers' jitter buffers hold one packet (``--peer-prefetch``), as a
+browser's does on a clean loopback (aiortc's default of 4 adds about 60 ms). The capacity is the largest number of rooms whose p95 stays
 within ``--target-ms`` in both directions; the machine's load average is recorded with it.
 """
 
