@@ -8,9 +8,10 @@ real-time pace and taking turns. Per utterance, latency is measured on this proc
 from the speech end (the clip's last voiced sample leaving the speaker's peer) to the first
 loud packet of translated speech at the other participant's peer; figures are p50/p95 per
 direction (en->pt, pt->en). Also the node's CPU per room and its own view (capture to the
-first audio of a clause sent). The peers' jitter buffers hold one packet (``--peer-prefetch``), as a
-browser's does on a clean loopback (aiortc's default of 4 adds about 60 ms). The capacity is the largest number of rooms whose p95 stays
-within ``--target-ms`` in both directions; the machine's load average is recorded with it.
+first audio of a clause sent). The peers' jitter buffers hold one packet (``--peer-prefetch``),
+as a browser's does on a clean loopback (aiortc's default of 4 adds about 60 ms). The capacity
+is the largest number of rooms whose p95 stays within ``--target-ms`` in both directions; the
+machine's load average is recorded with it.
 """
 
 from __future__ import annotations
@@ -166,6 +167,9 @@ async def run_step(url: str, admin: str, rooms: int, args: argparse.Namespace, n
         for en, pt in speakers:
             await en.peer.leave(http)
             await pt.peer.leave(http)
+        for room in created:  # each step starts with the node free of the last one's rooms
+            async with http.delete(f"{url}/v1/rooms/{room['room_id']}", headers=bearer(room["room_token"])):
+                pass
     by_direction: dict[str, list[float]] = {"en->pt": [], "pt->en": []}
     missing = {"en->pt": 0, "pt->en": 0}
     for en, pt in speakers:
