@@ -32,6 +32,8 @@ async def test_each_speaker_hears_the_other_translated_never_themself_and_listen
         assert await wait_for(lambda: all(len(p.received(since)) >= 48_000 * 2 for p in (en, pt, listener)), 20)
         heard = {name: peer.received(since) for name, peer in (("en", en), ("pt", pt), ("listener", listener))}
         summary = room.summary()
+        async with http.get(f"{url}/metrics") as response:
+            metrics = await response.text()
         for peer in (en, pt, listener):
             await peer.leave(http)
 
@@ -46,6 +48,8 @@ async def test_each_speaker_hears_the_other_translated_never_themself_and_listen
     # a pt listener hears both at once: the en speaker translated and the pt speaker's own voice (originals)
     assert power["listener"][EN_TO_PT] > 0.2 and power["listener"][PT_VOICE] > 0.2, power["listener"]
     assert max(power["listener"][EN_VOICE], power["listener"][PT_TO_EN]) < 0.01, power["listener"]
+    assert 'streamai_room_participants{role="speaker"} 2.0' in metrics
+    assert 'streamai_room_first_audio_seconds_count{direction="en->pt"}' in metrics
     # translated frames keep the speaker's capture time: node-side capture -> sent, per direction
     for direction in ("en->pt", "pt->en"):
         latency = summary["latency"][direction]
