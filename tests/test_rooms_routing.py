@@ -89,3 +89,27 @@ async def test_two_speakers_at_once_are_mixed_for_a_listener_and_listeners_share
     # the en listener hears the pt speaker translated, at the same time as pt listeners hear the en one
     en_heard = listeners[0].received(since)
     assert band_power(en_heard, PT_TO_EN) > 0.5 and band_power(en_heard, EN_TO_PT) < 0.01
+
+
+async def test_translated_frames_keep_the_speakers_capture_time_through_both_chains(tmp_path) -> None:
+    # 18 ms held in the hear chain and 18 ms in the pair chain: measured from the speaker's capture, no
+    # frame can leave sooner than 36 ms after it (a capture time taken anew between chains would allow 18)
+    held = tone_room("held")
+    hold = {"type": "delay", "admission": "stream", "params": {"ms": 18, "blocking": False}}
+    held["hear"]["en"] = {"stages": [hold]}
+    held["pairs"]["en->pt"]["stages"].insert(0, hold)
+    settings = node_settings(tmp_path / "rooms", held)
+    async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
+        created = await create_room(http, url, pipeline="held")
+        room = app[ROOMS].get(created["room_id"])
+        en = RoomPeer(url, created["room_id"], created["join_token"], "en", audio=tone_track(EN_VOICE))
+        listener = RoomPeer(url, created["room_id"], created["listen_token"], "pt", role="listener")
+        await listener.join(http)
+        await en.join(http)
+        assert await wait_for(lambda: room.latency.get("en->pt") and room.latency["en->pt"].count > 100, 20)
+        samples = list(room.latency["en->pt"].recent)
+        sent = listener.of_type("latency", direction="en->pt")  # the listener's own view comes as events too
+        for peer in (en, listener):
+            await peer.leave(http)
+    assert min(samples) >= 0.036, sorted(samples)[:5]
+    assert not sent or all(e["ms"] >= 36 for e in sent)
