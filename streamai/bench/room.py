@@ -178,8 +178,9 @@ async def run_step(url: str, admin: str, rooms: int, args: argparse.Namespace, n
             by_direction[direction] += found
             missing[direction] += lost
     node_view = {
-        direction: [v["latency"].get(direction, {}).get("p50_ms") for v in views] for direction in by_direction
+        direction: [v.get("latency", {}).get(direction, {}).get("p50_ms") for v in views] for direction in by_direction
     }
+    problems = [v["error"] for v in views if "error" in v]
     return {
         "rooms": rooms,
         "directions": {
@@ -197,6 +198,10 @@ async def run_step(url: str, admin: str, rooms: int, args: argparse.Namespace, n
         "seconds": round(seconds, 1),
         "load_average": {"start": [round(x, 2) for x in load_at_start], "end": [round(x, 2) for x in load_at_end]},
         "node_view_p50_ms": node_view,  # capture -> first audio of a clause sent, per room
+        "room_errors": problems,  # a room that ended early (e.g. a speaker's chain failed)
+        "participants_left": [
+            p.get("close_reason") for v in views for p in v.get("participants", []) if p.get("state") == "closed"
+        ],
     }
 
 
