@@ -249,3 +249,24 @@ async def test_a_speaker_steers_only_their_own_chains(tmp_path) -> None:
         assert silence_ms(pt) == 400
         for peer in (en, pt, listener):
             await peer.leave(http)
+
+
+async def test_leaving_or_dropping_frees_the_participants_chains(tmp_path) -> None:
+    settings = node_settings(tmp_path / "rooms", tone_room())
+    async with running_node(settings) as (url, app), aiohttp.ClientSession() as http:
+        created = await create_room(http, url, pipeline="tones")
+        room = app[ROOMS].get(created["room_id"])
+        en = RoomPeer(url, created["room_id"], created["join_token"], "en", audio=tone_track(EN_VOICE))
+        pt = RoomPeer(url, created["room_id"], created["join_token"], "pt", audio=tone_track(PT_VOICE))
+        await en.join(http)
+        await pt.join(http)
+        assert await wait_for(lambda: all(s.chains.says for s in room.speakers.values()), 10)
+        pt_chains, en_chains = room.speakers[pt.participant_id].chains, room.speakers[en.participant_id].chains
+        pt_runners = pt_chains.runners
+        await pt.close()  # drops off without a DELETE: its peer connection closes
+        assert await wait_for(lambda: pt.participant_id not in room.participants, 15)
+        # its own chains stop, and nobody translates into Portuguese any more
+        assert await wait_for(lambda: all(r.task.done() for runner in pt_runners for r in runner.stage_runners), 5)
+        assert await wait_for(lambda: not en_chains.says, 5)
+        assert all(pt.participant_id not in s.mix.sources for s in room.speakers.values())
+        await en.leave(http)
