@@ -114,7 +114,7 @@ class PipelineError(ValueError):
         self.message = message
 
 
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
     """The 1-based line of the YAML node at ``path`` (keys and list indexes), as deep as it goes."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in path:
@@ -184,8 +184,8 @@ def _expanded_size(root: yaml.Node | None) -> int:
     return sizes[id(root)]
 
 
-def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None) -> PipelineConfig:
-    """Parse and validate pipeline YAML text; ``registry`` also validates stage types and params."""
+def yaml_document(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML node tree (for line numbers) and the plain value of ``text``; ``PipelineError`` for bad YAML."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         expanded = _expanded_size(node)
@@ -193,17 +193,22 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
             raise PipelineError(
                 source, f"the YAML expands to over {MAX_YAML_NODES} values through its aliases (an alias bomb?)"
             )
-        raw = yaml.safe_load(text)
+        return node, yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise PipelineError(where, f"invalid YAML: {problem}") from None
+
+
+def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None) -> PipelineConfig:
+    """Parse and validate pipeline YAML text; ``registry`` also validates stage types and params."""
+    node, raw = yaml_document(text, source)
     if not isinstance(raw, dict):
         raise PipelineError(source, "a pipeline must be a YAML mapping with 'name' and 'stages'")
 
     def fail(loc: tuple[Any, ...], message: str) -> PipelineError:
-        line = _line_of(node, loc)
+        line = line_of(node, loc)
         where = f"{source}:{line}" if line else source
         return PipelineError(where, f"{_describe(loc, raw)}: {message}")
 
@@ -224,36 +229,9 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
         for branch, chain in config.chains().items():
             prefix: tuple[Any, ...] = ("stages",) if config.stages is not None else ("branches", branch)
             for index, stage_config in enumerate(chain):
-                try:
-                    cls = registry.get(stage_config.type)
-                except UnknownStageType as exc:
-                    raise fail((*prefix, index, "type"), str(exc)) from None
-                try:
-                    cls.Params.model_validate(stage_config.params)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    field_loc = tuple(first["loc"])
-                    if first["type"] == "missing":
-                        message = f"missing required parameter {'.'.join(map(str, field_loc))!r}"
-                    elif first["type"] == "extra_forbidden":
-                        message = f"unknown parameter {'.'.join(map(str, field_loc))!r}"
-                    else:
-                        message = first["msg"]
-                    raise fail((*prefix, index, "params", *field_loc), message) from None
-                for level, overrides in enumerate(stage_config.degrade):
-                    try:
-                        cls.Params.model_validate({**stage_config.params, **overrides})
-                    except ValidationError as exc:
-                        first = exc.errors()[0]
-                        field_loc = tuple(first["loc"])
-                        message = first["msg"]
-                        if first["type"] == "extra_forbidden":
-                            message = f"unknown parameter {field_loc[-1]!r}"
-                        raise fail((*prefix, index, "degrade", level, *field_loc), message) from None
-                if stage_config.model is not None:
-                    problem = _unknown_model(stage_config.model)
-                    if problem:
-                        raise fail((*prefix, index, "model"), problem)
+                problem_in_stage = stage_problem(stage_config, registry)
+                if problem_in_stage is not None:
+                    raise fail((*prefix, index, *problem_in_stage[0]), problem_in_stage[1])
         problem_at = _client_params_problem(config, registry)
         if problem_at is not None:
             raise fail(*problem_at)
@@ -267,6 +245,41 @@ def parse_pipeline(text: str, source: str, registry: StageRegistry | None = None
     if duplicated:
         raise PipelineError(source, f"stage names must be unique: {', '.join(duplicated)}")
     return config
+
+
+def stage_problem(stage_config: StageConfig, registry: StageRegistry) -> tuple[tuple[Any, ...], str] | None:
+    """Where (inside the stage) and why one stage cannot run: an unknown type, bad params, an unknown model."""
+    try:
+        cls = registry.get(stage_config.type)
+    except UnknownStageType as exc:
+        return ("type",), str(exc)
+    try:
+        cls.Params.model_validate(stage_config.params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field_loc = tuple(first["loc"])
+        if first["type"] == "missing":
+            message = f"missing required parameter {'.'.join(map(str, field_loc))!r}"
+        elif first["type"] == "extra_forbidden":
+            message = f"unknown parameter {'.'.join(map(str, field_loc))!r}"
+        else:
+            message = first["msg"]
+        return ("params", *field_loc), message
+    for level, overrides in enumerate(stage_config.degrade):
+        try:
+            cls.Params.model_validate({**stage_config.params, **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field_loc = tuple(first["loc"])
+            message = first["msg"]
+            if first["type"] == "extra_forbidden":
+                message = f"unknown parameter {field_loc[-1]!r}"
+            return ("degrade", level, *field_loc), message
+    if stage_config.model is not None:
+        problem = _unknown_model(stage_config.model)
+        if problem:
+            return ("model",), problem
+    return None
 
 
 def _client_params_problem(config: PipelineConfig, registry: StageRegistry) -> tuple[tuple[Any, ...], str] | None:

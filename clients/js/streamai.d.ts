@@ -263,3 +263,78 @@ export declare function watch(options: {
   iceServers?: RTCIceServer[];
   gatherTimeoutMs?: number;
 }): Promise<MediaStream & { viewer: { close(): Promise<void> } }>;
+
+// ---- rooms ----------------------------------------------------------------------------------
+
+export interface RoomCaptionFields { speaker: string; name: string; language: string }
+export interface RoomTranslationEvent extends TranslationEvent { speaker: string; name: string; source_language: string; source?: string }
+export interface ParticipantEvent extends ServerEventBase { type: 'participant'; action: 'joined' | 'left'; participant: string; name: string; language: string; role: 'speaker' | 'listener'; reason?: string }
+export interface RoomEvent extends ServerEventBase { type: 'room'; room: string; pipeline: string; languages: string[]; participants: Array<{ participant: string; name: string; language: string; role: string }> }
+export interface SpeakingEvent extends ServerEventBase { type: 'speaking'; speaker: string; name: string; state: 'start' | 'end'; utterance: number }
+export interface RoomLatencyEvent extends ServerEventBase {
+  type: 'room_latency';
+  speaker: string;
+  name: string;
+  direction: string;
+  utterance: number;
+  final_transcript_ms: number | null;
+  translation_ms: number | null;
+  first_audio_ms: number | null;
+}
+
+export interface RoomInfo {
+  room_id: string;
+  pipeline: string;
+  languages: string[];
+  max_speakers: number;
+  max_listeners: number;
+  max_age_s: number;
+  participants_url: string;
+  /** Read and end the room, join it. Shown once. */
+  room_token: string;
+  /** Join as a speaker or a listener. Shown once. */
+  join_token: string;
+  /** Listen only. Shown once. */
+  listen_token: string;
+}
+
+export declare function createRoom(opts?: {
+  url?: string;
+  /** The node's API token, when it has one. */
+  token?: string;
+  pipeline?: string;
+  languages?: string[];
+  maxSpeakers?: number;
+  timeoutMs?: number;
+}): Promise<RoomInfo>;
+
+export declare function fetchRoomPipelines(opts?: { url?: string; token?: string; timeoutMs?: number }): Promise<{
+  pipelines: Array<{ name: string; description: string; languages: string[]; pairs: string[]; budget_ms: number; max_speakers: number; max_listeners: number }>;
+}>;
+
+export interface JoinRoomOptions extends Omit<ConnectOptions, 'pipeline' | 'params' | 'receive'> {
+  room: string;
+  /** The language you speak and hear. */
+  language: string;
+  /** The room's join token (joinRoom) or listen token (listen). */
+  token: string;
+  /** Shown to the others with your captions. */
+  name?: string;
+  /** Client params the room pipeline allows (e.g. {vad: {silence_ms: 500}}). */
+  params?: Record<string, unknown>;
+}
+
+/** Join as a speaker: the microphone goes in, the others come back in your language (never your own voice). */
+export declare function joinRoom(options: JoinRoomOptions): Promise<Session>;
+/** Listen in one language (send nothing): the room's mix in that language and the captions. */
+export declare function listen(options: Omit<JoinRoomOptions, 'params' | 'media'>): Promise<Session>;
+
+/** A link to a room page with the capabilities in the fragment (never the query). */
+export declare function roomLink(page: string, fields: { room: string; join?: string; listen?: string; language?: string }): string;
+export declare function parseRoomLink(hash: string): { room: string | null; join: string | null; listen: string | null; language: string | null };
+
+export interface RoomLatencyEntry { direction: string; speaker: string | null; transcriptMs: number | null; translationMs: number | null; firstAudioMs: number | null; n: number }
+export declare class RoomLatency {
+  observe(event: Partial<RoomLatencyEvent>): RoomLatencyEntry | null;
+  snapshot(): RoomLatencyEntry[];
+}

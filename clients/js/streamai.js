@@ -11,6 +11,7 @@ import { CLIENT_CODES, StreamaiError, backoffDelay, errorFromResponse, isRetryab
 import { SERVER_EVENT_TYPES, encodeClientMessage, parseServerMessage } from './lib/events.js';
 import { DEFAULT_CODEC_ORDER, endpoint, isStreamLike, mediaConstraints, sortCodecs, websocketUrl } from './lib/media.js';
 import { LatencyEstimator, extractRtcStats } from './lib/metrics.js';
+import { SESSION_SIGNALING, roomSignaling } from './lib/room.js';
 import { StateMachine, sessionStateForPeer } from './lib/state.js';
 
 export { StreamaiError, CLIENT_CODES, isRetryable, backoffDelay } from './lib/errors.js';
@@ -18,6 +19,7 @@ export { parseServerMessage, encodeClientMessage, CaptionTrack, MAX_MESSAGE_BYTE
 export { LatencyEstimator, percentile, extractRtcStats } from './lib/metrics.js';
 export { StateMachine, STATES } from './lib/state.js';
 export { sortCodecs } from './lib/media.js';
+export { roomLink, parseRoomLink, RoomLatency } from './lib/room.js';
 export { watch, WhepError } from './whep.js';
 
 export const VERSION = '0.1.0';
@@ -143,6 +145,8 @@ export class Session {
     this.emitter = new Emitter();
     this.sessionId = null;
     this.pipeline = this.options.pipeline ?? null;
+    // where the offer goes and where the session is ended (a room participant's differ: lib/room.js)
+    this.signaling = this.options.signaling || SESSION_SIGNALING;
     this.pc = null;
     this.channel = null;
     this.socket = null;
@@ -291,15 +295,14 @@ export class Session {
     await waitForIceGathering(pc, deps, o.iceGatheringTimeoutMs);
     this._checkAlive();
 
-    const body = { sdp: pc.localDescription.sdp, type: 'offer', pipeline: o.pipeline };
-    if (o.params) body.params = o.params;
-    const { answer, url } = await this._postOffer(JSON.stringify(body));
+    const body = this.signaling.offerBody(o, pc.localDescription.sdp);
+    const { answer, url } = await this._postOffer(JSON.stringify(body), this.signaling.offerPath(o));
     this.url = url;
     if (!answer || typeof answer.sdp !== 'string' || !answer.sdp) {
       throw new StreamaiError('server answer has no SDP', { status: 200, code: CLIENT_CODES.BAD_RESPONSE });
     }
     this.answer = answer;
-    this.sessionId = answer.session_id ?? null;
+    this.sessionId = this.signaling.sessionId(answer);
     // the session's own capability: it reads and steers this session (DELETE, events); the API
     // token only opened it. The viewer token lets others watch over WHEP, nothing else.
     this.sessionToken = typeof answer.session_token === 'string' ? answer.session_token : null;
@@ -461,7 +464,7 @@ export class Session {
    * network error, timeout, 5xx or 429 moves on to the next; any other refusal is the client's own and
    * is thrown at once. Returns the answer and the URL that gave it.
    */
-  async _postOffer(body) {
+  async _postOffer(body, path = '/v1/sessions') {
     const o = this.options;
     const urls = Array.isArray(o.url) ? o.url : [o.url];
     let last = null;
@@ -469,7 +472,7 @@ export class Session {
       try {
         const res = await request(
           this.deps,
-          endpoint(url, '/v1/sessions'),
+          endpoint(url, path),
           {
             method: 'POST',
             headers: authHeaders(o.token, { 'Content-Type': 'application/json' }),
@@ -671,7 +674,7 @@ export class Session {
     try {
       const res = await request(
         this.deps,
-        endpoint(this.nodeUrl ?? this.options.url, `/v1/sessions/${encodeURIComponent(id)}`),
+        endpoint(this.nodeUrl ?? this.options.url, this.signaling.resourcePath(id)),
         { method: 'DELETE', headers: authHeaders(this.sessionToken), keepalive: true },
         3000,
       );
@@ -896,4 +899,65 @@ export function reconnect(options, retry = {}) {
   // reach api's own emitter only via sessions, so a final error is emitted once by finish().
   open();
   return api;
+}
+
+// ---- rooms ---------------------------------------------------------------------------------
+// A room: several people in several languages, each hearing the others in their own (see the
+// README, "Conversation rooms"). These wrap the Session above; only the signaling differs.
+
+/**
+ * POST /v1/rooms → {room_id, room_token, join_token, listen_token, languages, ...}. The tokens are
+ * shown once: share join/listen tokens in a link's fragment (roomLink), never in a query.
+ */
+export async function createRoom({ url = '', token, pipeline, languages, maxSpeakers, timeoutMs = 10000, deps } = {}) {
+  const d = { ...defaultDeps(), ...deps };
+  const body = {};
+  if (pipeline) body.pipeline = pipeline;
+  if (languages) body.languages = languages;
+  if (maxSpeakers) body.max_speakers = maxSpeakers;
+  const init = { method: 'POST', headers: authHeaders(token, { 'Content-Type': 'application/json' }), body: JSON.stringify(body) };
+  return jsonOrThrow(await request(d, endpoint(url, '/v1/rooms'), init, timeoutMs));
+}
+
+/** GET /v1/room-pipelines → {pipelines: [{name, languages, pairs, ...}]}. */
+export async function fetchRoomPipelines({ url = '', token, timeoutMs = 10000, deps } = {}) {
+  const d = { ...defaultDeps(), ...deps };
+  return jsonOrThrow(await request(d, endpoint(url, '/v1/room-pipelines'), { headers: authHeaders(token) }, timeoutMs));
+}
+
+/**
+ * Joins `room` as a speaker of `language` with its join token: sends the microphone, plays what the
+ * others say in `language` (never your own voice) on `audio`, and emits the room's captions:
+ * 'transcript' and 'translation' (each with speaker, name, language), 'participant', 'room',
+ * 'speaking', 'room_latency'. Resolves with the connected Session (close() leaves the room).
+ * @param {{url?: string, room: string, language: string, token: string, name?: string,
+ *          media?: MediaStream|object, audio?: HTMLAudioElement, params?: object, on?: object}} options
+ */
+export async function joinRoom({ room, language, name, params, media, ...options } = {}) {
+  const session = new Session({
+    requestTimeoutMs: 120000, // the node loads the speaker's models before it answers
+    ...options,
+    media: media ?? { audio: true, video: false },
+    receive: { audio: true, video: false },
+    signaling: roomSignaling({ room, language, name, params, role: 'speaker' }),
+  });
+  await session.start();
+  return session;
+}
+
+/**
+ * Listens to `room` in `language` (sends nothing): its mix of everyone, translated, and the captions.
+ * Many listeners of a language share one encode on the node. `token`: the room's listen (or join) token.
+ * @param {{url?: string, room: string, language: string, token: string, name?: string,
+ *          audio?: HTMLAudioElement, on?: object}} options
+ */
+export async function listen({ room, language, name, ...options } = {}) {
+  const session = new Session({
+    ...options,
+    media: false,
+    receive: { audio: true, video: false },
+    signaling: roomSignaling({ room, language, name, role: 'listener' }),
+  });
+  await session.start();
+  return session;
 }

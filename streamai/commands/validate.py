@@ -1,4 +1,4 @@
-"""``streamai validate FILE``: one line that says the pipeline is good, or what is wrong and where."""
+"""``streamai validate FILE``: one line that says a pipeline (or room pipeline) is good, or what is wrong and where."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..config import PipelineError, load_pipeline
+from ..rooms.config import is_room_pipeline, load_room_pipeline
 from ..stage import StageRegistry
 
 
@@ -19,6 +20,16 @@ def run(args: argparse.Namespace) -> int:
     registry = StageRegistry()
     status = 0
     for path in args.files:
+        if is_room_pipeline(path):
+            try:
+                room = load_room_pipeline(path, registry)
+            except PipelineError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                status = 1
+                continue
+            pairs = ", ".join(room.pairs)
+            print(f"ok: {path}: room pipeline {room.name!r}, pairs {pairs}, budget {room.budget_ms:g} ms")
+            continue
         try:
             config = load_pipeline(path, registry)
         except PipelineError as exc:

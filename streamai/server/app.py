@@ -25,6 +25,7 @@ from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
 from .access import Access
 from .metrics import node_metrics
 from .residency import check_region, client_resolver
+from .rooms import add_routes as add_room_routes
 from .scale import NodeScaler
 from .sessions import NewSession, SessionError, SessionManager
 from .settings import ServerSettings
@@ -391,6 +392,7 @@ def create_app(
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/metrics", metrics_text)
     add_whip_routes(app)
+    add_room_routes(app)
     if settings.debug_endpoints:
         from .debug import debug_resources
 

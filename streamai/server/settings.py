@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..rooms.settings import RoomSettings
 from ..transport.ice import IceServer
 from ..web.clients import parse_networks
 from ..web.protection import ProtectionSettings
@@ -71,6 +72,7 @@ class ServerSettings(BaseModel):
     max_viewers: int = Field(16, ge=0)  # WHEP viewers per session (server/whip.py)
     protection: ProtectionSettings = Field(default_factory=ProtectionSettings)
     debug_endpoints: bool = False  # GET /v1/debug/resources (soak and leak tests)
+    rooms: RoomSettings = Field(default_factory=RoomSettings)  # conversation rooms (streamai/rooms)
 
     def node_name(self) -> str:
         """This node's id in the fleet (``node_id``, else ``<hostname>-<port>``)."""

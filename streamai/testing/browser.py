@@ -293,8 +293,10 @@ class ServerProcess:
 # -- the driver --------------------------------------------------------------------------------
 
 
-def run_driver(ns: LoopbackNamespace, scenario: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
-    """Runs tests/browser/driver.mjs with ``scenario``; returns its JSON result (``ok``, ``error``, ...)."""
+def run_driver(
+    ns: LoopbackNamespace, scenario: dict[str, Any], timeout: float = 120.0, driver: Path = DRIVER
+) -> dict[str, Any]:
+    """Runs ``driver`` (default tests/browser/driver.mjs) with ``scenario``; returns its JSON result (``ok``, ...)."""
     scenario = {"chromium": chromium_path(), "jsDir": str(JS_DIR), **scenario}
     with tempfile.TemporaryDirectory(prefix="streamai-chromium-") as profile:
         scenario.setdefault("userDataDir", profile)
@@ -302,7 +304,7 @@ def run_driver(ns: LoopbackNamespace, scenario: dict[str, Any], timeout: float =
         config.write_text(json.dumps(scenario))
         try:
             out = subprocess.run(
-                ns.wrap(["node", str(DRIVER), str(config)]), capture_output=True, text=True, timeout=timeout, cwd=ROOT
+                ns.wrap(["node", str(driver), str(config)]), capture_output=True, text=True, timeout=timeout, cwd=ROOT
             )
         except subprocess.TimeoutExpired as exc:
             return {"ok": False, "error": f"driver timed out after {timeout:.0f} s", "stderr": str(exc.stderr)[-4000:]}

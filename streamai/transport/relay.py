@@ -197,14 +197,21 @@ class Broadcast:
         keyframe_interval_s: float = 0.5,
         video_queue: int = 8,
         audio_queue: int = 10,
+        audio_source: MediaStreamTrack | None = None,
+        video: bool = True,
     ) -> None:
-        """``attach(listener)`` starts delivering processed frames to ``listener`` and returns a detach function."""
+        """``attach(listener)`` starts delivering processed frames to ``listener`` and returns a detach function.
+
+        ``audio_source``: a paced audio track to encode instead of the attached frames' audio
+        (a room's mix of one language); ``video=False``: an audio-only broadcast (no video pump).
+        """
         self.id = uuid.uuid4().hex[:8]
         self.video_bitrate = video_bitrate
         self.keyframe_interval_s = keyframe_interval_s
         self.queue_sizes = {"video": video_queue, "audio": audio_queue}
         self.video_source = ProcessedVideoTrack(on_sent=self._on_source_frame)
-        self.audio_source = ProcessedAudioTrack(max_buffer_s=1.0)
+        self.audio_source: MediaStreamTrack = audio_source or ProcessedAudioTrack(max_buffer_s=1.0)
+        self.video = video
         self.viewers: dict[str, set[ViewerTrack]] = {"video": set(), "audio": set()}
         self.encoded = {"video": 0, "audio": 0}
         self.keyframes = 0
@@ -224,7 +231,7 @@ class Broadcast:
     def subscribe(self, kind: str, codec: str) -> ViewerTrack:
         """A new track for one viewer; starts the pump on the first one."""
         codec = codec.lower()
-        supported = VIDEO_CODECS if kind == "video" else AUDIO_CODECS
+        supported = (VIDEO_CODECS if self.video else ()) if kind == "video" else AUDIO_CODECS
         if codec not in supported:
             raise ValueError(f"cannot relay {kind} as {codec!r}; supported: {', '.join(supported)}")
         track = ViewerTrack(self, kind, codec, self.queue_sizes[kind])
@@ -247,7 +254,7 @@ class Broadcast:
     def _listen(self, frame: Frame) -> None:
         if frame.kind is FrameKind.VIDEO:
             self.video_source.put(frame)  # type: ignore[arg-type]
-        elif frame.kind is FrameKind.AUDIO:
+        elif frame.kind is FrameKind.AUDIO and isinstance(self.audio_source, ProcessedAudioTrack):
             self.audio_source.put(frame)  # type: ignore[arg-type]
 
     def _start(self) -> None:
@@ -255,10 +262,9 @@ class Broadcast:
             return
         if self._detach is None:
             self._detach = self._attach(self._listen)
-        self._tasks = [
-            asyncio.create_task(self._pump_video(), name=f"broadcast:{self.id}:video"),
-            asyncio.create_task(self._pump_audio(), name=f"broadcast:{self.id}:audio"),
-        ]
+        self._tasks = [asyncio.create_task(self._pump_audio(), name=f"broadcast:{self.id}:audio")]
+        if self.video:
+            self._tasks.append(asyncio.create_task(self._pump_video(), name=f"broadcast:{self.id}:video"))
 
     def stop(self) -> None:
         """Stop pumping and listening; viewer tracks already handed out end when read."""

@@ -11,6 +11,11 @@ export const SERVER_EVENT_TYPES = Object.freeze([
   'error',
   'state',
   'pong',
+  // rooms
+  'participant',
+  'room',
+  'speaking',
+  'room_latency',
 ]);
 
 /** Client -> server message types the server accepts. */
