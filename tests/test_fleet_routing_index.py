@@ -65,6 +65,7 @@ def random_report(rng: random.Random, node_id: str, regions: list[str], measured
         node_id=node_id,
         url=f"http://{node_id}",
         region=rng.choice(regions),
+        location=(rng.uniform(-60, 60), rng.uniform(-170, 170)) if rng.random() < 0.8 else None,
         capacity=capacity,
         sessions=rng.randint(0, capacity),
         pipelines=offers,
@@ -115,13 +116,14 @@ def test_rank_top_equals_the_first_candidates_of_rank_on_random_fleets(measured_
             client = rng.choice([*regions, None, "elsewhere"])
             measured = {r: round(rng.uniform(1, 250), 1) for r in regions if rng.random() < 0.3} or None
             limit = rng.randint(1, 5)
+            where = (rng.uniform(-60, 60), rng.uniform(-170, 170)) if rng.random() < 0.6 else None
             nodes = list(registry.nodes.values())
-            expected = outcome(rank, nodes, pipeline, client, config, AT, measured)
+            expected = outcome(rank, nodes, pipeline, client, config, AT, measured, where)
             if expected[0] == "routed":
                 rows, *rest = expected[1]  # type: ignore[misc]
                 expected = ("routed", (rows[:limit], *rest))
             reads = registry.whole_fleet_reads
-            got = outcome(rank_top, registry, pipeline, client, config, AT, measured, limit)
+            got = outcome(rank_top, registry, pipeline, client, config, AT, measured, limit, where)
             assert got == expected, (pipeline, client, measured, limit)
             decisions += 1
             fast += expected[0] == "routed" and registry.whole_fleet_reads == reads

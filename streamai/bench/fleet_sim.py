@@ -305,8 +305,10 @@ class Simulation:
         self.requests += 1
         wall, cpu = time.perf_counter(), time.thread_time()
         try:
+            # the decision is taken at the client's entry PoP (anycast): its location orders the region's nodes
+            entry = world.pop_location(int(world.nearest_pop[city]))
             decision: Decision | None = rank_top(
-                view, pipeline, client_region, self.config, t, None, self.config.max_attempts
+                view, pipeline, client_region, self.config, t, None, self.config.max_attempts, entry
             )
         except NoRoute as exc:
             decision = None

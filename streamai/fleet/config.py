@@ -44,6 +44,9 @@ class FleetConfig(Strict):
     warm_tie_ms: float = Field(5.0, ge=0)  # expected latencies this close are equal: a warm node goes first
     target_utilisation: float = Field(0.7, gt=0, le=1)  # for the autoscaling signal
     default_region: str | None = None  # client region when nothing else tells
+    # where this router stands (lat, lon): under anycast a client enters at its nearest PoP, so this
+    # is where the client is, near enough to order the nodes of its own region by distance
+    location: tuple[float, float] | None = None
     regions: dict[str, Region] = Field(default_factory=dict)
     rtt_ms: dict[str, dict[str, float]] = Field(default_factory=dict)  # symmetric; one direction is enough
     client_prefixes: dict[str, str] = Field(default_factory=dict)  # "10.1.0.0/16": "eu-west"

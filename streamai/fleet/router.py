@@ -126,7 +126,9 @@ class Router:
         started = time.perf_counter()
         try:
             config = self.config
-            return rank_top(self.registry, pipeline, client_region, config, now(), client_rtt, config.max_attempts)
+            return rank_top(
+                self.registry, pipeline, client_region, config, now(), client_rtt, config.max_attempts, config.location
+            )
         finally:
             self.decide_time.observe(time.perf_counter() - started)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import ClientError
-from .config import FleetConfig
+from .config import KM_PER_MS_RTT, FleetConfig, great_circle_km
 from .registry import NodeEntry
 
 
@@ -63,8 +63,14 @@ def rank(
     config: FleetConfig,
     at: float,
     client_rtt_ms: dict[str, float] | None = None,
+    client_location: tuple[float, float] | None = None,
 ) -> Decision:
-    """Rank ``nodes`` for one session of ``pipeline``; raises ``NoRoute`` when none fits."""
+    """Rank ``nodes`` for one session of ``pipeline``; raises ``NoRoute`` when none fits.
+
+    ``client_location`` (where the client entered the network: the router's own PoP under
+    anycast) orders the nodes of the client's own region by distance as well; other regions
+    keep the region-to-region RTT.
+    """
     timeout = config.heartbeat_timeout_s
     offers = {n: o for n in nodes if (o := n.offer(pipeline)) is not None}
     offering = list(offers)
@@ -104,8 +110,9 @@ def rank(
         region = node.report.region
         offer = offers[node]
         service = offer.expected_ms() if offer.stage_p90_ms else unmeasured_ms
-        expected = rtt[region] + config.load_penalty_ms * node.utilisation + service
         same = client_region is not None and region == client_region
+        nearby = _distance_ms(client_location, node) if same else 0.0
+        expected = rtt[region] + nearby + config.load_penalty_ms * node.utilisation + service
         failed = node.recently_failed(pipeline, at, config.failure_cooldown_s)
         choices.append(Choice(node, same, expected, failed, offer.warm, config.warm_tie_ms))
     choices.sort(key=_order)
@@ -167,6 +174,7 @@ def rank_top(
     at: float,
     client_rtt_ms: dict[str, float] | None = None,
     limit: int = 3,
+    client_location: tuple[float, float] | None = None,
 ) -> Decision:
     """The first ``limit`` candidates of ``rank`` over ``view.all_nodes()``, found by visiting regions nearest first.
 
@@ -177,14 +185,14 @@ def rank_top(
     if not policies:
         raise NoRoute(404, "unknown_pipeline", f"no node in the fleet offers pipeline {pipeline!r}")
     data_region = "required" if "required" in policies else "preferred" if "preferred" in policies else "any"
-    if data_region == "required" and client_region is None:
-        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)  # raises 400
+    if data_region == "required" and client_region is None:  # rank raises the 400
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit, client_location)
     offering = view.regions_offering(pipeline)
     if data_region == "required":
         offering = [client_region] if client_region in offering else []
     regions = _regions_by_rtt(config, client_region, offering, client_rtt_ms)
     if regions is None:  # an RTT that is not a finite non-negative number: let rank sort it out
-        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
+        return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit, client_location)
     timeout, tie = config.heartbeat_timeout_s, config.warm_tie_ms
     floor = view.service_floor(pipeline)  # every node's expected latency is at least its RTT + this
     penalty = config.load_penalty_ms
@@ -216,8 +224,9 @@ def rank_top(
             # unmeasured: expected from the whole fleet's median; below the floor: a report changed in place
             # (the index follows heartbeats, not edits of a report it holds), so the bound cannot be trusted
             if offer is None or not offer.stage_p90_ms or (service := offer.expected_ms()) < floor:
-                return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit)
-            expected = rtt + penalty * (load / report.capacity) + service
+                return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit, client_location)
+            nearby = _distance_ms(client_location, node) if same else 0.0  # >= 0: the bounds above still hold
+            expected = rtt + nearby + penalty * (load / report.capacity) + service
             recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
             (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
     else:  # every region visited: these are all the usable nodes
@@ -281,10 +290,19 @@ def _whole_fleet(
     at: float,
     client_rtt_ms: dict[str, float] | None,
     limit: int,
+    client_location: tuple[float, float] | None = None,
 ) -> Decision:
-    decision = rank(view.all_nodes(), pipeline, client_region, config, at, client_rtt_ms)
+    decision = rank(view.all_nodes(), pipeline, client_region, config, at, client_rtt_ms, client_location)
     decision.candidates = decision.candidates[:limit]
     return decision
+
+
+def _distance_ms(client_location: tuple[float, float] | None, node: NodeEntry) -> float:
+    """Round-trip time the distance from the client's entry point to ``node`` adds (0 when unknown)."""
+    location = node.report.location
+    if client_location is None or location is None:
+        return 0.0
+    return great_circle_km(client_location, location) / KM_PER_MS_RTT
 
 
 def _tier(choice: Choice) -> float:
