@@ -97,3 +97,19 @@ async def test_an_offer_with_two_video_sections_is_a_400_not_a_500() -> None:
         )
         assert status == 400 and json_error(answer) == "bad_sdp", answer
         assert not app[SESSIONS].sessions and app[SESSIONS].pending == 0
+
+
+async def test_an_offer_whose_sections_repeat_a_mid_is_a_400_not_a_500() -> None:
+    """Found by the SDP mutation fuzz: aiortc parses it, then refuses its own answer (ValueError)."""
+    pc = RTCPeerConnection(rtc_configuration([]))
+    pc.addTransceiver("video")
+    pc.addTransceiver("audio")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = pc.localDescription.sdp.replace("a=mid:1", "a=mid:0")
+    await pc.close()
+    async with running_node() as (base, app):
+        body = json.dumps({"pipeline": "transform", "sdp": offer}).encode()
+        head = b"POST /v1/sessions HTTP/1.1\r\nContent-Type: application/json"
+        status, answer = await raw_request(base, head, body)
+        assert status == 400 and json_error(answer) == "bad_sdp", answer
+        assert not app[SESSIONS].sessions and app[SESSIONS].pending == 0

@@ -138,9 +138,9 @@ class Session:
         answer_as_dtls_server(pc)  # RSA-certificate senders (GStreamer) cannot be DTLS servers to aiortc
         try:
             answer = await pc.createAnswer()
-        except Exception as exc:  # an offer aiortc parsed but cannot answer (e.g. media lines missing)
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # an offer aiortc parsed but cannot answer (media lines missing, repeated mids)
             raise SessionError(400, "bad_sdp", f"SDP offer cannot be answered: {exc or type(exc).__name__}") from None
-        await pc.setLocalDescription(answer)
         self.state = "connecting"
         self._spawn(self._watchdog(), "watchdog")
         self._spawn(self._forward_events(), "events")

@@ -271,8 +271,11 @@ class Viewer:
         if not self.tracks:
             raise SessionError(400, "bad_sdp", "the offer has no audio or video section to receive")
         answer_as_dtls_server(pc)
-        answer = await pc.createAnswer()
-        await pc.setLocalDescription(answer)
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except Exception as exc:  # an offer aiortc parsed but cannot answer
+            raise SessionError(400, "bad_sdp", f"SDP offer cannot be answered: {exc or type(exc).__name__}") from None
         self.state = "connecting"
         self._watchdog = asyncio.create_task(self._watch(), name=f"viewer:{self.id}")
         return pc.localDescription.sdp
