@@ -77,13 +77,18 @@ async def healthy(http: aiohttp.ClientSession, url: str, process: subprocess.Pop
 
 @asynccontextmanager
 async def running_router() -> AsyncIterator[str]:
-    config = FleetConfig(port=0, heartbeat_interval_s=0.5, missed_heartbeats=4, default_region="eu-west")
+    config = FleetConfig(
+        port=0, heartbeat_interval_s=0.5, missed_heartbeats=4, default_region="eu-west", admin_token=ADMIN_TOKEN
+    )
     async with running_app(create_router_app(config)) as (url, _app):
         yield url
 
 
+ADMIN_TOKEN = "failover-admin-token"  # the fleet inventory is the router admin's
+
+
 async def nodes_at(http: aiohttp.ClientSession, router: str) -> dict[str, Any]:
-    async with http.get(f"{router}/v1/nodes") as response:
+    async with http.get(f"{router}/v1/nodes", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
         return {n["node_id"]: n for n in (await response.json())["nodes"] if n["state"] == "healthy"}
 
 

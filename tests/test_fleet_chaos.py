@@ -50,8 +50,8 @@ async def open_session(http: aiohttp.ClientSession, routers: list[str]) -> Probe
             return probe
         except (aiohttp.ClientError, OSError, ProbeError) as exc:
             await probe.close(http, delete=False)
-            if isinstance(exc, ProbeError) and exc.status < 500:
-                raise
+            if isinstance(exc, ProbeError) and 0 < exc.status < 500 and exc.status != 429:
+                raise  # the client's own mistake (status 0: no answer at all, try the next replica)
             last = exc
     raise RuntimeError(f"no router replica took the session: {last}")
 

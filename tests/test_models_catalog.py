@@ -69,10 +69,12 @@ async def test_two_sessions_of_the_speech_pipeline_load_each_shared_model_once(r
         shareable = [key for key in shared.loads if not key.startswith("silero-vad:")]
         assert any(k.startswith("whisper") or "whisper" in k for k in shareable), shared.loads
         assert len(shareable) >= 3  # asr, mt, tts
+        # loaded once for both sessions; the second session only took references (the ASR stage holds its
+        # Whisper twice: the decoder and the node-wide decode gate, one load)
+        users = {key: info["users"] for key, info in shared.loaded().items() if key in shareable}
         for key in shareable:
             assert shared.loads[key] == 1, key
-            assert shared.hits[key] == 1, key
-        assert all(info["users"] == 2 for key, info in shared.loaded().items() if key in shareable)
+            assert shared.hits[key] == users[key] - 1 and users[key] % 2 == 0, (key, users[key])
     finally:
         await asyncio.gather(*(r.stop() for r in runners))
     assert shared.loaded() == {}  # the last session freed every model
