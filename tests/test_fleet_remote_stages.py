@@ -156,10 +156,10 @@ async def test_placement_auto_runs_at_the_edge_while_it_fits_then_offloads_to_th
             assert await wait_for(lambda: ran_at(sink, "edge") >= 20, 15), runner.snapshot()
             assert ran_at(sink, "replica") == 0 and stage.counts["remote_ok"] == 0, stage.snapshot()
             assert stage.handle is not None  # not for want of a replica
+            started = now()  # from here on the edge turns slow: a probe there every 2 s at most
             # the edge turns slow: frames go to the replica and arrive in time
             assert await wait_for(lambda: ran_at(sink, "replica") >= 20, 30), (stage.snapshot(), runner.snapshot())
             switched = len(sink.frames)
-            started = now()
             assert await wait_for(lambda: ran_at(sink, "replica", switched) >= 20, 15), stage.snapshot()
             seconds = now() - started
         replica_pids = {f.meta["pid"] for _, f in sink.frames if f.meta.get("ran_at") == "replica"}
