@@ -134,9 +134,7 @@ def _allow(allowed: ClientParams, live: dict[str, frozenset[str]] | None, stage:
 
 def _not_allowed(allowed: ClientParams, live: dict[str, frozenset[str]] | None, name: str, stage: str = "") -> str:
     what = "changed while the session runs" if live is not None else "set by clients"
-    settable = sorted(
-        f"{s}.{n}" for s in allowed for n in _settable(allowed, live, s)
-    )
+    settable = sorted(f"{s}.{n}" for s in allowed for n in _settable(allowed, live, s))
     where = f" of stage {stage!r}" if stage else ""
     hint = f" (settable: {', '.join(settable)})" if settable else " (this pipeline takes no client params)"
     return f"parameter {name[:64]!r}{where} cannot be {what}{hint}"

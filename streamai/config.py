@@ -284,9 +284,7 @@ def stage_problem(stage_config: StageConfig, registry: StageRegistry) -> tuple[t
 
 def _client_params_problem(config: PipelineConfig, registry: StageRegistry) -> tuple[tuple[Any, ...], str] | None:
     """Where and why ``client_params`` names a stage or param clients may not set, or None."""
-    stages = {
-        stage_name(c, i, b): c for b, chain in config.chains().items() for i, c in enumerate(chain)
-    }
+    stages = {stage_name(c, i, b): c for b, chain in config.chains().items() for i, c in enumerate(chain)}
     for stage, fields in config.allowed_client_params().items():
         if stage not in stages:
             return ("client_params", stage), f"no stage named {stage!r} (stages: {', '.join(stages)})"

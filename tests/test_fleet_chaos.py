@@ -148,6 +148,7 @@ async def test_a_redis_restart_ends_no_running_session_and_routing_goes_on(fleet
         await asyncio.get_running_loop().run_in_executor(None, fleet.redis.start)
         for probe in [*sessions, during]:
             assert await frames_after(probe, 10, 10), "a running session stopped across the Redis restart"
+
         # the replicas are back on Redis, and the nodes' heartbeats have refilled it
         async def store_up(url: str) -> bool:
             async with http.get(f"{url}/metrics") as response:

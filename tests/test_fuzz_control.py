@@ -9,7 +9,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,10 +19,10 @@ from hypothesis import strategies as st
 
 from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
+from streamai.testing.artifacts import record_fuzz_counts
 from streamai.testing.peer import Probe
 from streamai.transport.control import ControlParser, ControlRejected
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TRIED: Counter[str] = Counter()
 CODES = {"too_large", "rate_limited", "bad_encoding", "bad_json", "bad_message", "too_deep", "bad_params"}
 
@@ -106,11 +105,7 @@ def node() -> Iterator[tuple[NodeThread, Any]]:
         logging.getLogger().removeHandler(errors)
     assert alive, "the fuzzed session did not survive"
     assert not errors.records, [r.getMessage() for r in errors.records[:5]]
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "fuzz-counts.json"
-    counts = json.loads(path.read_text()) if path.exists() else {}
-    counts.update({f"control.{k}": v for k, v in TRIED.items()})
-    path.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    record_fuzz_counts("control", TRIED)
 
 
 async def _ws_round(ws: aiohttp.ClientWebSocketResponse, batch: list[str | bytes], marker: float) -> list[dict]:

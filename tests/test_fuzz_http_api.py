@@ -14,7 +14,6 @@ import logging
 import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,9 +23,9 @@ from hypothesis import strategies as st
 
 from streamai.server.app import SESSIONS
 from streamai.server.settings import ServerSettings
+from streamai.testing.artifacts import record_fuzz_counts
 from streamai.web.protection import ProtectionSettings
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 TRIED: Counter[str] = Counter()
 
@@ -48,11 +47,7 @@ def node() -> Iterator[NodeThread]:
         logging.getLogger().removeHandler(errors)
     assert not errors.records, [r.getMessage() for r in errors.records[:5]]
     assert leftover == 0
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "fuzz-counts.json"
-    counts = json.loads(path.read_text()) if path.exists() else {}
-    counts.update({f"http.{k}": v for k, v in TRIED.items()})
-    path.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    record_fuzz_counts("http", TRIED)
 
 
 def request(node: NodeThread, method: str, path: str, body: bytes | None = None, **headers: str) -> tuple[int, bytes]:

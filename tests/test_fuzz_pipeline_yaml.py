@@ -18,9 +18,9 @@ from streamai.config import PipelineError, PipelineLibrary, load_pipeline
 from streamai.engine import ParamsError, PipelineRunner, split_session_params
 from streamai.engine.runner import CollectingSink
 from streamai.stage import StageRegistry
+from streamai.testing.artifacts import record_fuzz_counts
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts"
 REGISTRY = StageRegistry()
 GOOD = sorted((ROOT / "pipelines").glob("*.yaml"))
 TRIED: Counter[str] = Counter()
@@ -35,11 +35,7 @@ values = st.recursive(
 @pytest.fixture(scope="module", autouse=True)
 def record_counts() -> Any:
     yield
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / "fuzz-counts.json"
-    counts = json.loads(path.read_text()) if path.exists() else {}
-    counts.update({f"yaml.{k}": v for k, v in TRIED.items()})
-    path.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+    record_fuzz_counts("yaml", TRIED)
 
 
 @st.composite

@@ -174,6 +174,7 @@ async def test_max_session_duration_ends_the_session_with_a_reason() -> None:
             await asyncio.sleep(0.1)
         assert probe.report.session_id not in app[SESSIONS].sessions
         assert 1.5 < time.monotonic() - started < 6
+
         def closed() -> list[dict]:
             return [e for e in probe.report.events if e.get("type") == "state" and e.get("state") == "closed"]
 

@@ -164,7 +164,7 @@ async def test_R2_the_router_never_follows_a_node_elsewhere_nor_relays_what_is_n
 
 async def test_R3_nan_and_infinite_figures_never_break_routing() -> None:
     async with fleet_with_node() as (router, _node_url, _app), aiohttp.ClientSession() as http:
-        raw = json.dumps(report("n2", "http://127.0.0.1:2")).replace('2.0}', 'NaN}')
+        raw = json.dumps(report("n2", "http://127.0.0.1:2")).replace("2.0}", "NaN}")
         async with http.post(
             f"{router}/v1/nodes/n2/heartbeat", data=raw, headers={**credential("n2"), **JSON}
         ) as response:
@@ -179,7 +179,7 @@ async def test_R3_nan_and_infinite_figures_never_break_routing() -> None:
 
 async def test_R4_router_metrics_stay_well_formed_with_bounded_labels() -> None:
     async with fleet_with_node() as (router, _node_url, _app), aiohttp.ClientSession() as http:
-        for claimed in ('a"b', 'x} 1 \\', "zz" * 100):
+        for claimed in ('a"b', "x} 1 \\", "zz" * 100):
             video = BarcodeVideoTrack(160, 120, 10)
             probe = Probe(router, "transform", video=video, headers={"X-Client-Region": claimed})
             await probe.connect(http)

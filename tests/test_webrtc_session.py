@@ -20,6 +20,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 async def test_python_peer_round_trip_through_transform_pipeline() -> None:
     async with running_node() as (url, app):
+
         def enough(report: ProbeReport) -> bool:
             return report.video_decoded_barcodes > 30 and report.audio_frames > 50 and bool(report.audio_latency_ms)
 

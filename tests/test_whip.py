@@ -123,8 +123,9 @@ async def test_whip_ingest_h264_and_trickle_then_whep_fan_out(codecs: list[str],
         viewers = [
             WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, token=publisher.viewer_token),
             WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, decode=False, token=publisher.viewer_token),
-            WhepViewer(f"{url}/whep/{session.id}", sent_at=sent_at, video_codecs=["video/H264"],
-                       token=publisher.viewer_token),
+            WhepViewer(
+                f"{url}/whep/{session.id}", sent_at=sent_at, video_codecs=["video/H264"], token=publisher.viewer_token
+            ),
         ]
         for viewer in viewers:
             await viewer.start(http)

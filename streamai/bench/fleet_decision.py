@@ -109,8 +109,10 @@ async def _measure(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "redis_reserve_round_trip": _timing(round_trips),
         "redis_round_trips_per_decision": 1,
         "view_full_sync_ms": round(full_sync_s * 1000, 1),
-        "view_sync_few_changed_ms": {"p50": round(statistics.median(incremental) * 1000, 2),
-                                     "max": round(max(incremental) * 1000, 2)},
+        "view_sync_few_changed_ms": {
+            "p50": round(statistics.median(incremental) * 1000, 2),
+            "max": round(max(incremental) * 1000, 2),
+        },
         "load": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -177,7 +177,8 @@ async def session_events(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         # frames up to the body limit are read and then refused by the control parser (16 KiB) with an
         # error event; only a larger frame closes the socket (1009)
-        heartbeat=20, max_msg_size=max(settings.max_control_bytes * 4, settings.max_body_bytes),
+        heartbeat=20,
+        max_msg_size=max(settings.max_control_bytes * 4, settings.max_body_bytes),
         protocols=[WEBSOCKET_PROTOCOL],
     )
     session.subscribers.add(ws)
