@@ -146,3 +146,29 @@ async def test_a_report_written_into_redis_without_the_fleet_secret_is_ignored(r
                 answer = await response.json()
         assert answer["node_id"] in {"n1", "n2", "n3"}  # routing never picked the forged node
         await store.aclose()
+
+
+async def test_a_steady_fleets_sync_reads_only_the_heartbeats_it_has_not_seen(redis_server: RedisServer) -> None:
+    """Syncs overlap by 2 s (clock skew between replicas): a record the view already holds is not read again,
+    so a router's sync costs the heartbeats since the last one, not the whole fleet each time."""
+    settings = config(redis_server.url, heartbeat_interval_s=60)
+    writer, reader = RedisFleetState(settings, redis_server.url), RedisFleetState(settings, redis_server.url)
+    try:
+        reports = [
+            NodeReport(node_id=f"n{i}", url=f"http://127.0.0.1:{9000 + i}", region="eu-west", capacity=4)
+            for i in range(40)
+        ]
+        for report in reports:
+            await writer.heartbeat(report)
+        await reader.sync()
+        assert reader.records_read == 40 and len(reader.view.nodes) == 40
+        await reader.sync()
+        assert reader.records_read == 40  # nothing changed: nothing read
+        await writer.heartbeat(reports[3].model_copy(update={"sessions": 2}))
+        await reader.sync()
+        assert reader.records_read == 41 and reader.view.nodes["n3"].report.sessions == 2
+        await reader.sync(full=True)
+        assert reader.records_read == 81  # a full sync reads everything again
+    finally:
+        await writer.close()
+        await reader.close()

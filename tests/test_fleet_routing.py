@@ -39,6 +39,18 @@ def test_same_region_first_then_rtt_then_free_capacity() -> None:
     assert order(nodes, "eu-west") == ["b", "a"]
 
 
+def test_load_costs_little_until_a_node_fills() -> None:
+    """The load penalty grows with utilisation squared: a node 40 % busy next to the client
+    beats an idle one 1000 km (10 ms) away; 80 % busy, it loses to it."""
+    near = node("near", "eu-west", capacity=10, sessions=4)
+    far = node("far", "eu-west", capacity=10)
+    near.report.location, far.report.location = (53.3, -6.3), (53.3 + 1000 / 111.2, -6.3)
+    dublin = (53.3, -6.3)
+    assert order([far, near], "eu-west", client_location=dublin) == ["near", "far"]  # 50 x 0.16 = 8 ms < 10 ms
+    near.report.sessions = 8
+    assert order([far, near], "eu-west", client_location=dublin) == ["far", "near"]  # 50 x 0.64 = 32 ms > 10 ms
+
+
 def test_client_latency_probes_override_the_matrix() -> None:
     nodes = [node("ap", "ap-northeast"), node("us", "us-east")]
     assert order(nodes, "eu-west") == ["us", "ap"]

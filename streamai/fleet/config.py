@@ -40,7 +40,7 @@ class FleetConfig(Strict):
     max_attempts: int = Field(3, ge=1)  # nodes tried for one offer in proxy mode
     offer_timeout_s: float = Field(20.0, gt=0)  # one node's time to answer an offer
     failure_cooldown_s: float = Field(30.0, ge=0)  # a node that failed an offer is tried last this long
-    load_penalty_ms: float = Field(50.0, ge=0)  # expected latency added by a full node (scaled by utilisation)
+    load_penalty_ms: float = Field(50.0, ge=0)  # expected latency added by a full node (x utilisation squared)
     warm_tie_ms: float = Field(5.0, ge=0)  # expected latencies this close are equal: a warm node goes first
     target_utilisation: float = Field(0.7, gt=0, le=1)  # for the autoscaling signal
     default_region: str | None = None  # client region when nothing else tells

@@ -43,6 +43,7 @@ from .state import FleetFull, MemoryFleetState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+SYNC_BATCH = 200  # node records read per round trip: the event loop serves requests between batches
 
 RESERVE = """
 local cs = redis.call('HGET', KEYS[1], ARGV[1])
@@ -107,6 +108,8 @@ class RedisFleetState:
         self._take = self.redis.register_script(TAKE)
         self._synced_to = 0.0
         self._known: dict[str, str] = {}  # node id -> the report JSON the view holds (unchanged: not re-validated)
+        self._applied: dict[str, float] = {}  # node id -> the heartbeat time of the record the view holds
+        self.records_read = 0  # node records fetched from Redis and checked (signature, body) by syncs
         self._task: asyncio.Task[None] | None = None
 
     def key(self, *parts: str) -> str:
@@ -189,12 +192,14 @@ class RedisFleetState:
                 pipe.hset(self.key("routed"), node_id, 0)
                 pipe.hdel(self.key("unreachable"), node_id)
                 previous, *_ = await pipe.execute()
+            self._applied[node_id] = seen  # the mirror has this heartbeat: the next sync need not read it back
             return previous is None
 
         return await self._store(write, new)
 
     async def remove(self, node_id: str) -> bool:
         removed = await self.fallback.remove(node_id)
+        self._applied.pop(node_id, None)
 
         async def delete() -> bool:
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -260,22 +265,29 @@ class RedisFleetState:
             pipe.hgetall(self.key("failed"))
             pipe.hgetall(self.key("unreachable"))
             changed, stale, routed, failed, unreachable = await pipe.execute()
-        ids = [node_id for node_id, _ in changed]
-        records = await self.redis.mget([self.key("node", i) for i in ids]) if ids else []
-        present: set[str] = set()
-        for node_id, raw in zip(ids, records, strict=True):
-            if raw is None:
-                continue  # expired between the two reads: the stale pass below removes it
-            read = self._read(node_id, raw)
-            if read is None or read[0].node_id != node_id:
-                continue
-            report, seen = read
-            present.add(node_id)
-            self._apply(report, seen)
+        # the window overlaps the last sync's (clock skew): a heartbeat the view already holds is not read again
+        nodes = self.view.nodes
+        ids = [i for i, score in changed if full or i not in nodes or self._applied.get(i) != score]
+        present: set[str] = {i for i, _ in changed} - set(ids)
+        for start in range(0, len(ids), SYNC_BATCH):
+            batch = ids[start : start + SYNC_BATCH]
+            records = await self.redis.mget([self.key("node", i) for i in batch])
+            self.records_read += len(batch)
+            for node_id, raw in zip(batch, records, strict=True):
+                if raw is None:
+                    continue  # expired between the two reads: the stale pass below removes it
+                read = self._read(node_id, raw)
+                if read is None or read[0].node_id != node_id:
+                    continue
+                report, seen = read
+                present.add(node_id)
+                self._apply(report, seen)
+                self._applied[node_id] = seen
         for node_id in stale:
             if node_id not in present:
                 self.view.remove(node_id)
                 self._known.pop(node_id, None)
+                self._applied.pop(node_id, None)
                 with contextlib.suppress(RedisError, OSError):
                     await self.redis.zrem(self.key("seen"), node_id)
         self._apply_counts(routed, failed, unreachable)

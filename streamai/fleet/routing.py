@@ -3,7 +3,8 @@
 Order: healthy nodes offering the pipeline (never one that missed heartbeats), not at
 capacity, restricted to the client's region when the pipeline says
 ``data_region: required``; then the client's own region first, then the lowest
-expected latency (client↔region RTT + a load penalty + the node's measured pipeline
+expected latency (client↔region RTT + a load penalty that grows with the square of the
+node's utilisation, as queueing delay does: little until a node fills + the node's measured pipeline
 time, or the fleet's median measurement for a node that has not run it yet), a warm node
 (the pipeline's models loaded) before a cold one when their expected latencies are
 within ``warm_tie_ms``, then the most free capacity. A node that failed an offer of
@@ -112,7 +113,8 @@ def rank(
         service = offer.expected_ms() if offer.stage_p90_ms else unmeasured_ms
         same = client_region is not None and region == client_region
         nearby = _distance_ms(client_location, node) if same else 0.0
-        expected = rtt[region] + nearby + config.load_penalty_ms * node.utilisation + service
+        filled = node.utilisation
+        expected = rtt[region] + nearby + config.load_penalty_ms * filled * filled + service
         failed = node.recently_failed(pipeline, at, config.failure_cooldown_s)
         choices.append(Choice(node, same, expected, failed, offer.warm, config.warm_tie_ms))
     choices.sort(key=_order)
@@ -226,7 +228,8 @@ def rank_top(
             if offer is None or not offer.stage_p90_ms or (service := offer.expected_ms()) < floor:
                 return _whole_fleet(view, pipeline, client_region, config, at, client_rtt_ms, limit, client_location)
             nearby = _distance_ms(client_location, node) if same else 0.0  # >= 0: the bounds above still hold
-            expected = rtt + nearby + penalty * (load / report.capacity) + service
+            filled = load / report.capacity
+            expected = rtt + nearby + penalty * filled * filled + service
             recently = node.recently_failed(pipeline, at, config.failure_cooldown_s)
             (failed if recently else fresh).append(Choice(node, same, expected, recently, offer.warm, tie))
     else:  # every region visited: these are all the usable nodes
