@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -10,19 +9,20 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ..config import PipelineConfig, PipelineLibrary
 from ..engine import RemoteStageFactory
 from ..errors import ClientError
 from ..models.shared import SharedModels
 from ..stage import StageRegistry
-from ..web.auth import WEBSOCKET_PROTOCOL, bearer_token
+from ..web.auth import bearer_token
 from ..web.clients import RegionPrefixes, is_loopback
 from ..web.errors import errors_as_json
 from ..web.metrics import metrics_response
 from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
 from .access import Access
+from .event_socket import serve_event_socket
 from .metrics import node_metrics
 from .residency import check_region, client_resolver
 from .rooms import add_routes as add_room_routes
@@ -174,47 +174,14 @@ async def session_events(request: web.Request) -> web.StreamResponse:
                            "per session", retry_after=settings.retry_after_s)  # fmt: skip
     if session.state == "closed":
         raise SessionError(404, "session_ended", "this session has ended")
-    ws = web.WebSocketResponse(
-        # frames up to the body limit are read and then refused by the control parser (16 KiB) with an
-        # error event; only a larger frame closes the socket (1009)
-        heartbeat=20,
-        max_msg_size=max(settings.max_control_bytes * 4, settings.max_body_bytes),
-        protocols=[WEBSOCKET_PROTOCOL],
+    return await serve_event_socket(
+        request,
+        session,
+        settings,
+        greeting={"state": session.state, "session": session.id},
+        closed=lambda: session.state == "closed",
+        farewell=b"session ended",
     )
-    session.subscribers.add(ws)
-    try:
-        await ws.prepare(request)
-        subscription = session.events.subscribe()
-
-        async def send(event: dict[str, Any]) -> None:
-            if not ws.closed:
-                await ws.send_str(json.dumps(event, default=str))
-
-        async def pump() -> None:
-            while True:
-                await send(await subscription.get())
-
-        replies: list[dict[str, Any]] = []
-        await send({"type": "state", "state": session.state, "session": session.id, "t": time.time()})
-        pump_task = asyncio.create_task(pump())
-        try:
-            async for message in ws:
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    session.handle_control(message.data, replies.append)
-                    while replies:
-                        await send(replies.pop(0))
-                    if session.state == "closed":
-                        break
-                elif message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            pump_task.cancel()
-            subscription.close()
-    finally:
-        session.subscribers.discard(ws)
-    if not ws.closed:
-        await ws.close(code=1000, message=b"session ended")
-    return ws
 
 
 async def list_pipelines(request: web.Request) -> web.Response:

@@ -20,24 +20,22 @@ The admin token reads and ends any room.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
 import unicodedata
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..errors import ClientError
 from ..rooms.manager import RoomManager
 from ..rooms.participant import Participant
 from ..rooms.room import Room
-from ..web.auth import WEBSOCKET_PROTOCOL
 from ..web.metrics import FunctionCollector, add_histogram, histogram_family
 from ..web.protection import read_body
 from .access import UNAUTHORIZED, Access, grants, new_capability
+from .event_socket import serve_event_socket
 from .sessions import check_sdp
 from .state import ACCESS, GUARD, LIBRARY, METRICS, MODELS, SETTINGS
 
@@ -232,43 +230,14 @@ async def participant_events(request: web.Request) -> web.StreamResponse:
                           "per participant", retry_after=settings.retry_after_s)  # fmt: skip
     if participant.closed:
         raise ClientError(404, "participant_ended", "this participant has left the room")
-    ws = web.WebSocketResponse(
-        heartbeat=20, max_msg_size=settings.max_control_bytes * 4, protocols=[WEBSOCKET_PROTOCOL]
+    return await serve_event_socket(
+        request,
+        participant,
+        settings,
+        greeting={"state": participant.state, "participant": participant.id},
+        closed=lambda: participant.closed,
+        farewell=b"left the room",
     )
-    participant.subscribers.add(ws)
-    try:
-        await ws.prepare(request)
-        subscription = participant.events.subscribe()
-
-        async def send(event: dict[str, Any]) -> None:
-            if not ws.closed:
-                await ws.send_str(json.dumps(event, default=str))
-
-        async def pump() -> None:
-            while True:
-                await send(await subscription.get())
-
-        replies: list[dict[str, Any]] = []
-        await send({"type": "state", "state": participant.state, "participant": participant.id, "t": time.time()})
-        pump_task = asyncio.create_task(pump())
-        try:
-            async for message in ws:
-                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    participant.handle_control(message.data, replies.append)
-                    while replies:
-                        await send(replies.pop(0))
-                    if participant.closed:
-                        break
-                elif message.type == WSMsgType.ERROR:
-                    break
-        finally:
-            pump_task.cancel()
-            subscription.close()
-    finally:
-        participant.subscribers.discard(ws)
-    if not ws.closed:
-        await ws.close(code=1000, message=b"left the room")
-    return ws
 
 
 # -- metrics -----------------------------------------------------------------------------------
