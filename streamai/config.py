@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -313,38 +314,60 @@ def _unknown_model(reference: str) -> str | None:
     return f"unknown model {reference!r}: not in the model catalog ({catalog.path.name}) and not a path"
 
 
-def load_pipeline(path: str | Path, registry: StageRegistry | None = None) -> PipelineConfig:
-    """Read and validate a pipeline YAML file."""
-    path = Path(path)
+def read_pipeline_file(path: Path) -> str:
+    """A pipeline file's text, or a PipelineError that says why it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PipelineError(str(path), f"cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise PipelineError(str(path), "not UTF-8 text") from None
-    return parse_pipeline(text, str(path), registry)
 
 
-class PipelineLibrary:
-    """The pipelines a node offers: every ``*.yaml`` in a folder, by name."""
+def load_pipeline(path: str | Path, registry: StageRegistry | None = None) -> PipelineConfig:
+    """Read and validate a pipeline YAML file."""
+    path = Path(path)
+    return parse_pipeline(read_pipeline_file(path), str(path), registry)
 
-    def __init__(self, folder: str | Path, registry: StageRegistry) -> None:
+
+class NamedConfig(Protocol):
+    name: str
+
+
+ConfigT = TypeVar("ConfigT", bound=NamedConfig)
+
+
+class ConfigFolder(Generic[ConfigT]):
+    """Every ``*.yaml`` in a folder, validated by ``load`` and kept by name; a file that
+    fails keeps its reason in ``errors`` (a missing folder is an empty library)."""
+
+    def __init__(
+        self, folder: str | Path, registry: StageRegistry, load: Callable[[Path, StageRegistry], ConfigT]
+    ) -> None:
         self.folder = Path(folder)
         self.registry = registry
-        self.pipelines: dict[str, PipelineConfig] = {}
+        self._load = load
+        self.pipelines: dict[str, ConfigT] = {}
         self.errors: dict[str, str] = {}
         self.reload()
 
     def reload(self) -> None:
         self.pipelines.clear()
         self.errors.clear()
-        for path in sorted(self.folder.glob("*.yaml")):
+        for path in sorted(self.folder.glob("*.yaml")) if self.folder.is_dir() else []:
             try:
-                config = load_pipeline(path, self.registry)
+                config = self._load(path, self.registry)
             except PipelineError as exc:
                 self.errors[path.name] = str(exc)
                 continue
             self.pipelines[config.name] = config
 
-    def get(self, name: str) -> PipelineConfig | None:
+    def get(self, name: str) -> ConfigT | None:
         return self.pipelines.get(name)
+
+
+class PipelineLibrary(ConfigFolder[PipelineConfig]):
+    """The pipelines a node offers: every ``*.yaml`` in a folder, by name."""
+
+    def __init__(self, folder: str | Path, registry: StageRegistry) -> None:
+        super().__init__(folder, registry, load_pipeline)

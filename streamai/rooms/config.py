@@ -31,7 +31,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..client_params import ClientParams, ParamBounds, normalize_client_params
-from ..config import PipelineConfig, PipelineError, StageConfig, line_of, stage_problem, yaml_document
+from ..config import (
+    ConfigFolder,
+    PipelineConfig,
+    PipelineError,
+    StageConfig,
+    line_of,
+    read_pipeline_file,
+    stage_problem,
+    yaml_document,
+)
 from ..stage import StageRegistry
 
 LANGUAGE_PATTERN = r"^[a-z]{2,3}(-[a-z0-9]{2,8})?$"
@@ -284,35 +293,11 @@ def is_room_pipeline(path: str | Path) -> bool:
 def load_room_pipeline(path: str | Path, registry: StageRegistry | None = None) -> RoomPipelineConfig:
     """Read and validate a room pipeline YAML file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PipelineError(str(path), f"cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise PipelineError(str(path), "not UTF-8 text") from None
-    return parse_room_pipeline(text, str(path), registry)
+    return parse_room_pipeline(read_pipeline_file(path), str(path), registry)
 
 
-class RoomPipelineLibrary:
+class RoomPipelineLibrary(ConfigFolder[RoomPipelineConfig]):
     """The room pipelines a node offers: every ``*.yaml`` in a folder, by name."""
 
     def __init__(self, folder: str | Path, registry: StageRegistry) -> None:
-        self.folder = Path(folder)
-        self.registry = registry
-        self.pipelines: dict[str, RoomPipelineConfig] = {}
-        self.errors: dict[str, str] = {}
-        self.reload()
-
-    def reload(self) -> None:
-        self.pipelines.clear()
-        self.errors.clear()
-        for path in sorted(self.folder.glob("*.yaml")) if self.folder.is_dir() else []:
-            try:
-                config = load_room_pipeline(path, self.registry)
-            except PipelineError as exc:
-                self.errors[path.name] = str(exc)
-                continue
-            self.pipelines[config.name] = config
-
-    def get(self, name: str) -> RoomPipelineConfig | None:
-        return self.pipelines.get(name)
+        super().__init__(folder, registry, load_room_pipeline)
