@@ -32,7 +32,7 @@ from streamai.testing.wait import wait_until
 pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 PIPELINE = "speech-transcribe"
-ASR_KEY = "asr:whisper-tiny-en:cpu"
+ASR_KEY = "asr:whisper-tiny-en:cpu:1"
 
 
 @asynccontextmanager

@@ -144,15 +144,15 @@ def test_two_runners_share_one_loaded_whisper() -> None:
         for runner in runners:
             await runner.start()
         # each stage holds the model twice (partial beam and final beam): one load, four users
-        assert shared.loads["asr:whisper-tiny-en:cpu"] == 1
-        assert shared.hits["asr:whisper-tiny-en:cpu"] == 3
-        assert shared.loaded()["asr:whisper-tiny-en:cpu"]["users"] == 4
+        assert shared.loads["asr:whisper-tiny-en:cpu:1"] == 1
+        assert shared.hits["asr:whisper-tiny-en:cpu:1"] == 3
+        assert shared.loaded()["asr:whisper-tiny-en:cpu:1"]["users"] == 4
         clip = utterance_clip(SENTENCES["help"], trail_s=0.6)
         await asyncio.gather(*(feed(r, clip, speed=1.0, eos=True) for r in runners))
         await asyncio.sleep(0.5)
         for runner in runners:
             await runner.stop()
-        assert shared.unloads["asr:whisper-tiny-en:cpu"] == 1
+        assert shared.unloads["asr:whisper-tiny-en:cpu:1"] == 1
 
     asyncio.run(go())
 

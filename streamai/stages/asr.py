@@ -58,7 +58,9 @@ class AsrParams(BaseModel):
     context_s: float | None = Field(10.0, ge=1, le=30)  # encoder context; null = Whisper's full 30 s
     beam_size: int = Field(1, ge=1, le=8)  # periodic (partial) decodes
     final_beam_size: int | None = Field(4, ge=1, le=8)  # decodes at a pause and at the end (null: beam_size)
-    threads: int = Field(2, ge=1, le=64)
+    # CPU threads of one decode. 1: on a 2-core node the VAD, TTS and other sessions share the cores,
+    # and a 2-thread decode waited on its busy twin (bench speech: asr 150-200 -> 120-150 ms).
+    threads: int = Field(1, ge=1, le=64)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
     commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis ...
     endpointing: Literal["adaptive", "fixed"] = "adaptive"  # ... adaptive: only a complete phrase

@@ -33,7 +33,7 @@ class WhisperTranscriber(Transcriber):
         reference = context.model or ("whisper-tiny-en" if options.language == "en" else "whisper-base")
         device, threads = context.device, options.threads
         model, release = await acquire_model(
-            context, f"asr:{reference}:{device}", lambda: load_whisper(reference, device, threads)
+            context, f"asr:{reference}:{device}:{threads}", lambda: load_whisper(reference, device, threads)
         )
         try:
             return cls(WhisperDecoder(model, options.language, options.beam_size), release, model)
