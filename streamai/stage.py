@@ -215,13 +215,18 @@ def stage(type_name: str) -> Callable[[S], S]:
 
 
 class UnknownStageType(KeyError):
-    def __init__(self, type_name: str, known: list[str]) -> None:
+    def __init__(self, type_name: str, known: list[str], broken: dict[str, str] | None = None) -> None:
         super().__init__(type_name)
         self.type_name = type_name
         self.known = known
+        self.broken = broken or {}  # stage modules that failed to import: one of them may be this type
 
     def __str__(self) -> str:
-        return f"unknown stage type {self.type_name!r} (known: {', '.join(self.known)})"
+        text = f"unknown stage type {self.type_name!r} (known: {', '.join(self.known)})"
+        if self.broken:
+            failed = "; ".join(f"{name}: {reason}" for name, reason in sorted(self.broken.items()))
+            text += f"; stage modules that failed to import: {failed}"
+        return text
 
 
 class StageRegistry:
@@ -273,4 +278,4 @@ class StageRegistry:
         try:
             return self.types[type_name]
         except KeyError:
-            raise UnknownStageType(type_name, sorted(self.types)) from None
+            raise UnknownStageType(type_name, sorted(self.types), self.import_errors) from None

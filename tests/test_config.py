@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +144,22 @@ async def test_fan_out_routes_each_kind_to_its_branch(registry: StageRegistry) -
     assert len(video) == 1 and isinstance(video[0], VideoFrame) and video[0].image.max() == 255
     assert len(sink.of_kind(FrameKind.AUDIO)) == 1
     assert sum(isinstance(f, ControlFrame) for _, f in sink.frames) == 2  # end of stream out of both branches
+
+
+def test_a_stage_module_that_fails_to_import_is_named_where_its_type_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "mystages"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "good.py").write_text(
+        "from streamai.stage import Stage, stage\n\n@stage('good')\nclass Good(Stage):\n    pass\n"
+    )
+    (package / "broken.py").write_text("from streamai.stage import Stage, stage\n\ndef oops(:\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = StageRegistry(packages=("mystages",))
+    with pytest.raises(PipelineError) as failed:
+        parse_pipeline("name: p\nstages:\n  - {name: b, type: broken}\n", "<test>", registry)
+    message = str(failed.value)
+    assert "unknown stage type 'broken' (known: good)" in message
+    assert "mystages.broken: SyntaxError" in message
