@@ -89,7 +89,9 @@ class Session:
         self.state = "new"
         self.close_reason: str | None = None
         self.events = EventBus()
-        self.video_out = ProcessedVideoTrack(on_sent=self._on_sent)
+        self.video_out = ProcessedVideoTrack(
+            on_sent=self._on_sent, on_late=lambda frame: self.runner.output_drop(frame, "late_at_send")
+        )
         self.audio_out = ProcessedAudioTrack(
             on_sent=self._on_sent,
             drop_late=config.late_audio == "drop",

@@ -67,18 +67,29 @@ class OutboundCounters:
     sent: int = 0  # new processed frames (video) / packets with processed audio (audio)
     repeated: int = 0  # video repeats / silent audio packets
     flushed: int = 0  # audio samples dropped by an interruption or overflow
+    late: int = 0  # video frames whose deadline passed while they waited for the sender: not sent
     latency: Histogram = field(default_factory=Histogram)
 
 
 class ProcessedVideoTrack(MediaStreamTrack):
-    """Sends the newest processed video frame; repeats the last one when none is ready."""
+    """Sends the newest processed video frame; repeats the last one when none is ready.
+
+    A frame whose deadline passed while it waited here (the encoder or the event loop fell
+    behind) is never sent: it is counted (``late``, and ``on_late``) and the last frame repeats.
+    """
 
     kind = "video"
 
-    def __init__(self, fps: float = 30.0, on_sent: LatencyListener | None = None) -> None:
+    def __init__(
+        self,
+        fps: float = 30.0,
+        on_sent: LatencyListener | None = None,
+        on_late: Callable[[Frame], None] | None = None,
+    ) -> None:
         super().__init__()
         self.interval = 1 / fps
         self.counters = OutboundCounters()
+        self._on_late = on_late
         self._pending: VideoFrame | None = None
         self._last: av.VideoFrame | None = None
         self._arrived = asyncio.Event()
@@ -109,6 +120,11 @@ class ProcessedVideoTrack(MediaStreamTrack):
         self._started = started
         frame = self._pending
         self._pending = None
+        if frame is not None and now() > frame.deadline:
+            self.counters.late += 1
+            if self._on_late is not None:
+                self._on_late(frame)
+            frame = None
         if frame is not None:
             out = av.VideoFrame.from_ndarray(frame.image, format="rgb24")
             self._last = out
