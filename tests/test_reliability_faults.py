@@ -323,10 +323,13 @@ async def test_a_decoder_that_falls_behind_skips_to_a_keyframe_and_asks_the_peer
         assert await wait_for(lambda: session.runner.stats.frames_in.get("video", 0) > decoded_at_resync + 5, 10)
         assert await wait_for(lambda: len(plis) >= 1, 5), "the peer never received a PLI"
         latency = session.video_out.counters.latency
+        dropped_before = queues[0].dropped  # the decoder thread goes on dropping: bracket the summary's read
         summary = session.summary()
+        dropped_after = queues[0].dropped
         await probe.close(http)
     queue = queues[0]
     print(f"slow decoder: resyncs {queue.resyncs}, dropped {queue.dropped}, PLIs at the peer {len(plis)}, "
           f"latency {latency.summary_ms()}")  # fmt: skip
-    assert queue.dropped >= 5 and summary["decode_dropped"] == queue.dropped and summary["decode_resyncs"] >= 1
+    assert dropped_after >= 5 and dropped_before <= summary["decode_dropped"] <= dropped_after
+    assert summary["decode_resyncs"] >= 1
     assert latency.count > 0 and latency.quantile(1.0) <= 0.5 + 0.05
