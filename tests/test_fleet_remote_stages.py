@@ -122,10 +122,15 @@ async def test_upstream_admission_drops_a_frame_that_cannot_make_it_through_a_sl
             await asyncio.sleep(0.25)
             runner.submit(video_frame())  # fresh frames in between keep the estimates current
             await asyncio.sleep(0.5)
-        await asyncio.sleep(1.0)
+        delivered_seqs = lambda: {f.seq for _, f in sink.frames}  # noqa: E731
+        await wait_for(lambda: all(f.seq in runner.dropped or f.seq in delivered_seqs() for f in late), 10)
 
         where = {f.seq: runner.dropped.get(f.seq) for f in late}
-        assert all(w == ("pre", "would_miss") for w in where.values()), (where, runner.snapshot())
+        # each is given up at "pre", before the remote call: for lateness, or (when a loaded machine slows
+        # "pre") replaced in its mailbox by the fresh frame behind it; most must be refused for lateness
+        at_pre = all(w is not None and w[0] == "pre" and w[1] in ("would_miss", "replaced") for w in where.values())
+        refused = sum(w == ("pre", "would_miss") for w in where.values())
+        assert at_pre and refused >= 3, (where, runner.snapshot())
         delivered = {f.seq for _, f in sink.frames}
         assert not delivered & {f.seq for f in late}
         pre = runner.stats.stages["pre"]
