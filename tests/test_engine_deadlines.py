@@ -10,6 +10,7 @@ from streamai.config import parse_pipeline
 from streamai.engine import CollectingSink, PipelineRunner
 from streamai.frames import AudioFrame, FrameKind, VideoFrame, now
 from streamai.stage import StageRegistry
+from streamai.testing.wait import wait_for
 
 
 def delay_pipeline(registry: StageRegistry, budget_ms: int, stage_ms: int, queue: str = "latest") -> PipelineRunner:
@@ -55,14 +56,15 @@ async def test_stage_slower_than_budget_delivers_nothing_late(registry: StageReg
 
 
 async def test_stage_within_budget_drops_nothing(registry: StageRegistry) -> None:
-    runner = delay_pipeline(registry, budget_ms=100, stage_ms=50)
+    # 50 ms of work in a 1 s budget: a margin a loaded 2-core machine's late sleeps cannot eat (at 100 ms it did)
+    runner = delay_pipeline(registry, budget_ms=1000, stage_ms=50)
     await runner.start()
     await feed(runner, 20, fps=10)
-    await asyncio.sleep(0.3)
+    await wait_for(lambda: runner.stats.frames_out["video"] + runner.stats.total_drops() >= 20, 10)
     await runner.stop()
     assert runner.stats.total_drops() == 0
     assert runner.stats.frames_out["video"] == 20
-    assert runner.stats.end_to_end.quantile(0.99) < 0.1
+    assert runner.stats.end_to_end.quantile(0.99) < 1.0
 
 
 async def test_latest_queue_delivers_newest_not_backlog(registry: StageRegistry) -> None:
