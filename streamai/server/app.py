@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,10 +19,11 @@ from ..web.auth import bearer_token
 from ..web.clients import RegionPrefixes, is_loopback
 from ..web.errors import errors_as_json
 from ..web.metrics import metrics_response
-from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
+from ..web.protection import CLIENT, EntryGuard, guard_middleware
 from .access import Access
 from .event_socket import serve_event_socket
 from .metrics import node_metrics
+from .requests import read_json
 from .residency import check_region, client_resolver
 from .rooms import add_routes as add_room_routes
 from .scale import NodeScaler
@@ -93,20 +93,6 @@ def same_site_middleware(settings: ServerSettings) -> Any:
         return await handler(request)
 
     return same_site
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    settings = request.app[SETTINGS]
-    body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
-    if request.content_type != "application/json":  # a cross-site form cannot send this without a preflight
-        raise SessionError(415, "unsupported_media_type", "Content-Type must be application/json")
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SessionError(400, "bad_json", "request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise SessionError(400, "bad_json", "request body must be a JSON object")
-    return value
 
 
 def session_answer(new: NewSession, config: PipelineConfig) -> dict[str, Any]:

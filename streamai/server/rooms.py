@@ -20,7 +20,6 @@ The admin token reads and ends any room.
 
 from __future__ import annotations
 
-import json
 import logging
 import unicodedata
 from typing import Any
@@ -33,31 +32,16 @@ from ..rooms.manager import RoomManager
 from ..rooms.participant import Participant
 from ..rooms.room import Room
 from ..web.metrics import FunctionCollector, add_histogram, histogram_family
-from ..web.protection import read_body
 from .access import UNAUTHORIZED, Access, grants, new_capability
 from .event_socket import serve_event_socket
+from .requests import read_json
 from .sessions import check_sdp
-from .state import ACCESS, GUARD, LIBRARY, METRICS, MODELS, SETTINGS
+from .state import ACCESS, LIBRARY, METRICS, MODELS, SETTINGS
 
 ROOMS = web.AppKey("rooms", RoomManager)
 log = logging.getLogger(__name__)
 
 CREATOR_KINDS = ("room", "join", "listen")
-
-
-async def read_json(request: web.Request) -> dict[str, Any]:
-    """A JSON object body within the node's size and time limits (415 for another content type)."""
-    settings = request.app[SETTINGS]
-    body = await read_body(request, settings.max_body_bytes, settings.protection.body_timeout_s, request.app[GUARD])
-    if request.content_type != "application/json":
-        raise ClientError(415, "unsupported_media_type", "Content-Type must be application/json")
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ClientError(400, "bad_json", "request body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise ClientError(400, "bad_json", "request body must be a JSON object")
-    return value
 
 
 def display_name(value: object, limit: int, fallback: str) -> str:
