@@ -190,7 +190,11 @@ async def test_fallback_edge_serves_frames_at_the_edge_when_the_replica_dies(
     try:
         async with feeding(runner):
             assert await wait_for(lambda: ran_at(sink, "replica") >= 10, 20), runner.snapshot()
-            assert ran_at(sink, "edge") == 0 and stage.local is None  # healthy remote: no edge copy yet
+            # a healthy remote serves the frames; the edge only when a call failed (on a loaded machine a
+            # first call can outlast the frame's budget: the fallback then serves it, as it should)
+            failed = stage.counts["call_error"] + stage.counts["call_timeout"]
+            assert ran_at(sink, "edge") == 0 or failed >= 1, stage.snapshot()
+            assert (stage.local is None) == (ran_at(sink, "edge") == 0), stage.snapshot()
             serving = next(iter(stage.replicas))
             actors = [a for a in replica_actors(ray_cluster, "streamai-placed-delay-work-") if a.endswith(serving)]
             assert len(actors) == 1, (actors, serving)
@@ -198,7 +202,7 @@ async def test_fallback_edge_serves_frames_at_the_edge_when_the_replica_dies(
             killed = len(sink.frames)
             # the call failed under the dead replica: the edge copy serves frames, in time
             assert await wait_for(lambda: ran_at(sink, "edge", killed) >= 5, 15), stage.snapshot()
-            assert stage.counts["call_error"] + stage.counts["call_timeout"] >= 1, stage.snapshot()
+            assert stage.counts["call_error"] + stage.counts["call_timeout"] > failed, stage.snapshot()
             edge_pids = {f.meta["pid"] for _, f in sink.frames[killed:] if f.meta.get("ran_at") == "edge"}
             assert edge_pids == {os.getpid()}
             # Serve starts a replacement; frames flow through it again
