@@ -97,6 +97,28 @@ async def test_offline_the_waterfall_comes_without_transport_components(monkeypa
     assert event["transport"] is False and event["components"]["encode_ms"] is None
 
 
+async def test_with_a_transport_attached_the_first_waterfall_waits_for_its_packet_not_the_offline_wait(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    # a loaded node hands its first packet over later than the offline wait: the waterfall must still
+    # carry the transport's components (before, the first utterance's came with them null)
+    monkeypatch.setattr(latency, "OFFLINE_WAIT_S", 0.05)
+    bus = EventBus()
+    seen: list[dict[str, object]] = []
+    bus.on_event(seen.append)
+    track = LatencyTracker(bus)
+    track.attach_transport()
+    track.path(1, speech_end=1.0, vad_at=1.1, asr_at=1.2)
+    track.step(1, "mt", 1.21)
+    track.step(1, "tts", 1.3, seq=4)
+    track.finish(1)
+    await asyncio.sleep(0.2)  # four times the offline wait
+    assert not [e for e in seen if e["type"] == "waterfall"]
+    bus.emit("latency", **_audio_report(4, 1.5, 1.0))
+    (event,) = [e for e in seen if e["type"] == "waterfall"]
+    assert event["transport"] is True and event["components"]["encode_ms"] == 1.0
+
+
 def test_a_sessions_tracker_does_not_keep_its_bus_alive() -> None:
     gc.collect()  # buses earlier tests let go are not counted
     bus = EventBus()

@@ -30,6 +30,7 @@ from ..errors import ClientError
 from ..events import Event, EventBus
 from ..frames import ControlKind, Frame, now
 from ..histogram import Histogram
+from ..speech.latency import tracker
 from ..stage import StageRegistry
 from ..transport.control import ControlParser, ControlRejected, InterruptMessage, ParamsMessage, PingMessage
 from ..transport.decode_queue import LatestDecodeQueue, bound_video_decoding
@@ -98,6 +99,7 @@ class Session:
             on_late=lambda frame: self.runner.output_drop(frame, "late_at_send"),
         )
         self.sink = TrackSink(self.video_out, self.audio_out)
+        tracker(self.events).attach_transport()  # speech waterfalls wait for the sent packet's report
         self.runner: PipelineRunner = runner_factory(self)
         self.inbound: dict[str, InboundCounters] = {}
         self.decode_queues: list[LatestDecodeQueue] = []  # bounded inbound video decoding (drop counters)

@@ -91,6 +91,11 @@ class LatencyTracker:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         events.on_event(self._on_event)
 
+    def attach_transport(self) -> None:
+        """A transport sends this session's audio: a first chunk's waterfall waits for its packet's report
+        (``TRANSPORT_WAIT_S``) from the first utterance on, not ``OFFLINE_WAIT_S`` until a report is seen."""
+        self.transport_seen = True
+
     @property
     def events(self) -> Any:
         bus = self._bus()
