@@ -32,22 +32,60 @@ def _speech(text: str) -> np.ndarray:
 async def test_speech_end_is_the_last_audible_sample_not_where_the_detector_stops() -> None:
     sentence = _speech("where is the train station")
     clip = np.concatenate([silence(0.5), sentence, silence(1.5)])
+    ends, stamps = await _vad_only(clip, early_ms=64)  # the shipped pipelines' early_ms and pad_ms
+    truth = sample_time(stamps, 0.5 + voiced_end(sentence))
+    assert ends and not ends[-1].data["tentative"]
+    last = [e for e in ends if e.data["pause"] == ends[-1].data["pause"]]  # the pause that ended the utterance
+    for end in last:  # each of its ends carries the speech end: the last sample above -40 dBFS (the truth's: 300)
+        assert abs(end.capture_time - truth) < 0.001, (end.capture_time - truth) * 1000
+    # its early end leaves after early_ms of silence (64 ms), counted in 32 ms windows, not after Silero's lag,
+    # then its tentative end (after pad_ms, 96), then the confirmed end
+    assert [(bool(e.data.get("early")), e.data["tentative"]) for e in last] == [
+        (True, True),
+        (False, True),
+        (False, False),
+    ]
+    assert last[0].data["at"] - truth < 0.064 + 0.032 + FRAME / RATE + 0.25  # generous: a loaded machine
+    assert last[0].data["at"] < last[1].data["at"] < last[2].data["at"]
+    # a tentative end always follows an early end of the same pause (no speech came between)
+    for end in ends:
+        if end.data["tentative"] and not end.data.get("early"):
+            assert any(e.data.get("early") and e.data["pause"] == end.data["pause"] for e in ends)
+
+
+def _ends(sink: CollectingSink) -> list[ControlFrame]:
+    return [f for _, f in sink.frames if isinstance(f, ControlFrame) and f.control is ControlKind.SPEECH_END]
+
+
+async def _vad_only(clip: np.ndarray, early_ms: int) -> tuple[list[ControlFrame], list[float]]:
+    """The SPEECH_ENDs a lone vad (``pad_ms`` 96, as shipped) sends for ``clip``, and the frames' capture times."""
     registry = StageRegistry()
-    config = parse_pipeline("name: v\nstages:\n  - {name: vad, type: vad, model: silero-vad, queue_size: 2000}\n",
-                            "<test>", registry)  # fmt: skip
+    params = f"{{pad_ms: 96, early_ms: {early_ms}}}"
+    stage = f"{{name: vad, type: vad, model: silero-vad, queue_size: 2000, params: {params}}}"
+    config = parse_pipeline(f"name: v\nstages:\n  - {stage}\n", "<test>", registry)
     sink = CollectingSink()
     runner = PipelineRunner(config, registry, sink)
     await runner.start()
     stamps = await play(runner, clip)
     await asyncio.sleep(0.2)
     await runner.stop()
-    truth = sample_time(stamps, 0.5 + voiced_end(sentence))
-    ends = [f for _, f in sink.frames if isinstance(f, ControlFrame) and f.control is ControlKind.SPEECH_END]
-    assert ends and ends[0].data["tentative"] and not ends[-1].data["tentative"]
-    for end in ends:  # every end carries the speech end: the last sample above -40 dBFS (the truth's floor: 300)
-        assert abs(end.capture_time - truth) < 0.001, (end.capture_time - truth) * 1000
-    # the tentative end leaves after pad_ms of silence (64 ms), counted in 32 ms windows, not after Silero's lag
-    assert ends[0].data["at"] - truth < 0.064 + 0.032 + FRAME / RATE + 0.25  # generous: a loaded machine
+    return _ends(sink), stamps
+
+
+async def test_a_silence_shorter_than_the_pad_gets_an_early_end_only_and_the_next_one_is_a_new_pause() -> None:
+    # espeak leaves 32-90 ms of silence at stop closures and between words of this sentence: with the early
+    # end after one silent window (32 ms), pauses whose early end came but whose pad (96 ms) never filled
+    sentence = _speech("I would like a cup of coffee, please")
+    ends, _ = await _vad_only(np.concatenate([silence(0.5), sentence, silence(1.5)]), early_ms=32)
+    marks = [(e.data["utterance"], e.data["pause"], bool(e.data.get("early")), e.data["tentative"]) for e in ends]
+    pauses = sorted({m[1] for m in marks})
+    assert pauses == list(range(1, len(pauses) + 1)), marks  # numbered 1, 2, ... with no gaps
+    early_only = [n for n in pauses if (1, n, True, True) in marks and (1, n, False, True) not in marks]
+    assert early_only, marks
+    for n in pauses:  # every pause opens with its early end; a tentative end only after it
+        assert marks.index((1, n, True, True)) == min(i for i, m in enumerate(marks) if m[1] == n), marks
+    last = pauses[-1]
+    assert marks[-3:] == [(1, last, True, True), (1, last, False, True), (1, last, False, False)], marks
 
 
 async def _run(overrides: dict[str, Any], clip: np.ndarray, root: Path) -> list[dict[str, Any]]:
@@ -94,3 +132,32 @@ async def test_a_pause_inside_a_phrase_does_not_split_it_and_a_complete_sentence
 
     fixed = await _run(MODES["fixed"], clip, root)  # the previous behaviour splits at least one of the two
     assert len(_pieces(fixed, *spans[0])) + len(_pieces(fixed, *spans[1])) >= 3, fixed
+
+
+async def test_the_pause_decode_starts_at_the_early_end_and_its_words_are_committed_without_decoding_again(
+    root: Path,
+) -> None:
+    sentence = _speech("where is the train station")
+    clip = np.concatenate([silence(0.5), sentence, silence(2.0)])
+    registry = StageRegistry()
+    config = load_pipeline(root / "pipelines" / "speech-translate.yaml", registry)
+    runner = PipelineRunner(config, registry, CollectingSink(), resources=SharedModels())
+    events: list[dict[str, Any]] = []
+    runner.events.on_event(events.append)
+    await runner.start()
+    await play(runner, clip)
+    for _ in range(200):  # the waterfall comes once the translation is spoken (a loaded machine: seconds)
+        if any(e["type"] == "waterfall" for e in events):
+            break
+        await asyncio.sleep(0.1)
+    asr = next(r.stage for r in runner.stage_runners if r.stage.context.name == "asr")
+    decodes = list(asr.decodes)
+    await runner.stop()
+    finals = [e for e in events if e["type"] == "transcript" and e["final"]]
+    assert [e["text"].rstrip("?.!").lower() for e in finals] == ["where is the train station"], finals
+    assert decodes[-1]["early"] == 1.0, decodes  # the last decode was the early one: no pause decode, no final one
+    # its words were committed (stable) before the final, as a pause commit, and translated once
+    committed = [e for e in events if e["type"] == "transcript" and not e["final"] and e["stable"] == finals[0]["text"]]
+    assert committed, [(e["text"], e["stable"]) for e in events if e["type"] == "transcript"]
+    assert len([e for e in events if e["type"] == "translation" and e["text"].strip()]) == 1
+    assert [e for e in events if e["type"] == "waterfall"], "no waterfall event within 20 s"

@@ -15,7 +15,11 @@ sessions' periodic decodes on the shared model) and judges the words
 complete phrase is committed whole, so translation and speech start while the end is
 being confirmed, unless speech resumed while it decoded; an incomplete one is held,
 and ``vad`` is told to wait longer (``endpointing: fixed`` commits every pause, as
-before). When the confirmed SPEECH_END finds no new audio since, that hypothesis is
+before). An *early* tentative end (``data["early"]``, sent by ``vad`` before its pad
+of silence is full) starts that decode sooner: its words are judged at once (``vad``
+gets the verdict) and taken, as the pause decode's, when the tentative end of the same
+pause follows (no speech came between), without decoding again; when speech resumes
+first they are dropped. When the confirmed SPEECH_END finds no new audio since, that hypothesis is
 the final and no decode is left to do. Text committed at a pause and the final carry
 the capture time of the utterance's speech end (from SPEECH_END), so their latency is
 what the speaker feels. The engine (a ``Transcriber``
@@ -30,7 +34,9 @@ import contextlib
 import functools
 import logging
 import math
-from typing import Literal
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -75,6 +81,21 @@ class AsrParams(BaseModel):
         return ASR_ENGINES.check(name)
 
 
+@dataclass
+class _EarlyDecode:
+    """A pause's decode started at its early end; committed when the pause's tentative end confirms it."""
+
+    utterance: int
+    pause: int
+    end: ControlFrame  # the early end: its ``at`` starts the waterfall's asr step
+    hypothesis: list[str] | None = None  # None while decoding (or when the decode failed)
+    complete: bool = False
+
+
+def _pause_number(end: ControlFrame) -> int:
+    return int(end.data.get("pause", 0))
+
+
 @stage("asr")
 class Asr(Stage):
     """Whisper with periodic re-decoding, local-agreement commits and a tail-only final decode."""
@@ -92,7 +113,7 @@ class Asr(Stage):
         self.final_transcriber: Transcriber | None = None  # same model, the final beam
         self._resample = StreamResampler(RATE)
         self._task: asyncio.Task[None] | None = None
-        self.decodes: list[dict[str, float]] = []  # per decode: audio_s, seconds, kind (for benchmarks)
+        self.decodes: list[dict[str, float]] = []  # per decode: audio_s, seconds, final, early (for benchmarks)
         self._reset(0)
 
     def _reset(self, utterance: int) -> None:
@@ -110,6 +131,7 @@ class Asr(Stage):
         self._pushed_words = 0  # committed words already pushed (a new push with more is a new waterfall path)
         self._loudest = 0.0  # RMS of the loudest chunk of the utterance
         self._recent: list[float] = []  # RMS of the newest chunks
+        self._early: _EarlyDecode | None = None  # the decode of the current pause, started at its early end
 
     async def start(self) -> None:
         engine = ASR_ENGINES.get(self.p.engine)
@@ -162,15 +184,19 @@ class Asr(Stage):
         return max(self._recent) < self._loudest * 10 ** (self.p.quiet_db / 20)
 
     def _spawn(self, pause: ControlFrame | None = None) -> None:
-        self._task = asyncio.create_task(self._guarded_step(pause))
+        early = None
+        if pause is not None and pause.data.get("early"):  # known before the task runs: the pad's end may be next
+            early = self._early = _EarlyDecode(self.utterance, _pause_number(pause), pause)
+        step = self._decode_step(partial=True, pause=pause, early=early)
+        self._task = asyncio.create_task(self._guarded_step(step, pause))
 
-    async def _guarded_step(self, pause: ControlFrame | None) -> None:
+    async def _guarded_step(self, step: Coroutine[Any, Any, None], pause: ControlFrame | None) -> None:
         try:
-            await self._decode_step(partial=True, pause=pause)
+            await step
         except Exception as exc:  # a failed partial must not end the utterance
             log.warning("asr %s: partial decode failed: %s: %s", self.context.name, type(exc).__name__, exc)
             if pause is not None:  # vad must not wait for a verdict that never comes
-                turn(self.context.events).post(self.utterance, int(pause.data.get("pause", 0)), False)
+                turn(self.context.events).post(self.utterance, _pause_number(pause), False)
 
     def _busy(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -180,9 +206,12 @@ class Asr(Stage):
             self._chunks = [np.concatenate(self._chunks)]
         return self._chunks[0].astype(np.float32) / 32768.0 if self._chunks else np.zeros(0, np.float32)
 
-    async def _decode_step(self, partial: bool, pause: ControlFrame | None = None) -> None:
+    async def _decode_step(
+        self, partial: bool, pause: ControlFrame | None = None, early: _EarlyDecode | None = None
+    ) -> None:
         """Decode the utterance after the committed words; commit what two hypotheses agree on
-        (everything, at a ``pause`` after a complete phrase: the speaker stopped, the words will not change)."""
+        (everything, at a ``pause`` after a complete phrase: the speaker stopped, the words will not change).
+        ``early``: the pause's decode began at its early end; its words wait for ``_confirm_early``."""
         audio, covered, newest, utterance = self._audio(), self._samples, self._newest, self.utterance
         self._since_decode = 0
         prefix = " ".join(self._committed)
@@ -191,24 +220,68 @@ class Asr(Stage):
         urgent = pause is not None or not partial
         if gate is not None and not urgent and gate.busy():
             return  # another session's decode holds the shared model: skip this partial, the next one comes
+        if early is not None:  # the silence the pad is still to bring, so it decodes what the pause decode would
+            to_come = float(early.end.data.get("pad_to_come_ms", 0.0))
+            audio = np.concatenate([audio, np.zeros(int(max(0.0, min(to_come, 1000.0)) * RATE / 1000), np.float32)])
         result = await self.run_blocking(self._decode, audio, prefix, urgent)
-        self.decodes.append({"audio_s": len(audio) / RATE, "seconds": result.seconds, "final": float(not partial)})
+        self.decodes.append(
+            {
+                "audio_s": len(audio) / RATE,
+                "seconds": result.seconds,
+                "final": float(not partial),
+                "early": float(bool(early)),
+            }
+        )
         if utterance != self.utterance:
             return
+        hypothesis = words(result.text)
         commit = False
         if pause is not None:
-            hypothesis = " ".join([*self._committed, *words(result.text)])
-            complete = self.p.endpointing == "fixed" or phrase_complete(hypothesis, self.p.language)
+            complete = self._complete(hypothesis)
+            turn(self.context.events).post(utterance, _pause_number(pause), complete)
+            if early is not None:  # judged now; used when the pause's tentative end confirms it, else dropped
+                early.hypothesis, early.complete = hypothesis, complete
+                return
             resumed = self._samples > covered  # speech went on while it decoded: not an end
             commit = self.p.commit_on_pause and complete and not resumed
-            turn(self.context.events).post(utterance, int(pause.data.get("pause", 0)), complete)
-        accept = None if self.p.endpointing == "fixed" else functools.partial(clause_complete, language=self.p.language)
-        self._committed, self._tail = local_agreement(
-            self._committed, self._tail, words(result.text), pause=commit, commit=self.p.commit, accept=accept
-        )
+        self._committed, self._tail = self._agree(self._committed, self._tail, hypothesis, commit)
         self._hyp_samples = covered
         if partial and newest is not None:
             await self._emit_partial(newest, pause if commit else None)
+
+    def _complete(self, hypothesis: list[str]) -> bool:
+        """Do the committed words and ``hypothesis`` read as a finished phrase (a pause may end the turn)?"""
+        text = " ".join([*self._committed, *hypothesis])
+        return self.p.endpointing == "fixed" or phrase_complete(text, self.p.language)
+
+    def _agree(
+        self, committed: list[str], tail: list[str], hypothesis: list[str], pause: bool
+    ) -> tuple[list[str], list[str]]:
+        accept = None if self.p.endpointing == "fixed" else functools.partial(clause_complete, language=self.p.language)
+        return local_agreement(committed, tail, hypothesis, pause=pause, commit=self.p.commit, accept=accept)
+
+    async def _confirm_early(
+        self, early: _EarlyDecode, end: ControlFrame, covered: int, running: asyncio.Task[None] | None
+    ) -> None:
+        """The pause's tentative end after its early one: take the early decode's words (no new decode).
+
+        ``covered``: the samples when the tentative end came (after the early decode's audio,
+        only the pad's silence)."""
+        if running is not None:
+            await asyncio.wait({running})  # the early decode (it never raises: _guarded_step)
+        if early.utterance != self.utterance:
+            return
+        if early.hypothesis is None:  # it failed: decode now, as without an early end
+            await self._decode_step(partial=True, pause=end)
+            return
+        # from here as a pause decode that began at the tentative end would go on
+        resumed = self._samples > covered  # speech went on while it decoded: not an end
+        commit = self.p.commit_on_pause and early.complete and not resumed
+        self._committed, self._tail = self._agree(self._committed, self._tail, early.hypothesis, commit)
+        if not resumed:
+            self._hyp_samples = covered  # the hypothesis holds for the pad's silence after its audio
+        if self._newest is not None:
+            await self._emit_partial(self._newest, early.end if commit else None)
 
     def _decode(self, audio: np.ndarray, prefix: str, urgent: bool) -> Decode:
         """One decode on the stage's thread, holding the shared model's gate when the engine has one."""
@@ -258,7 +331,17 @@ class Asr(Stage):
             self._active = True
         elif frame.control is ControlKind.SPEECH_END and self._active:
             if frame.data.get("tentative"):
-                if self._samples:  # speculative: decode while the endpoint is confirmed
+                early = self._early
+                if (  # the pause's decode began at its early end: confirm it
+                    not frame.data.get("early")
+                    and early is not None
+                    and (early.utterance, early.pause) == (self.utterance, _pause_number(frame))
+                ):
+                    self._early = None
+                    running = self._task if self._busy() else None
+                    confirm = self._confirm_early(early, frame, self._samples, running)
+                    self._task = asyncio.create_task(self._guarded_step(confirm, frame))
+                elif self._samples:  # speculative: decode while the endpoint is confirmed
                     if self._busy():
                         await asyncio.wait({self._task})
                     self._spawn(pause=frame)

@@ -10,7 +10,13 @@ Silence inside an utterance is a window the detector scores as non-speech *or*, 
 for a quiet speaker): Silero keeps scoring speech for 60-120 ms after a voice stops,
 the floor sees it at once. After ``pad_ms`` of silence the stage sends a *tentative*
 SPEECH_END (``data["tentative"] = True``, ``data["pause"]`` numbering the pauses of the
-utterance) so ASR can decode while the endpoint is still being confirmed. The confirmed
+utterance) so ASR can decode while the endpoint is still being confirmed. Before it,
+after ``early_ms`` of silence, an *early* tentative end of the same pause
+(``data["early"] = True``, ``data["pad_to_come_ms"]``: the silence still to come before the
+tentative end) lets ASR start that decode while the pad is still filling:
+nothing is committed on it, the pad's end (same ``pause`` number, so no speech came
+between) tells ASR the decode it already runs is the pause's; when speech resumes
+first, the next silence is a new pause. The confirmed
 SPEECH_END (``tentative: False``) follows after ``silence_ms`` when ASR judged the words
 so far a complete phrase (``streamai.speech.turn``), after ``max_silence_ms`` when they
 stop mid-phrase or no verdict came (``endpointing: fixed``: always after ``silence_ms``),
@@ -54,12 +60,17 @@ class VadParams(BaseModel):
     silence_ms: float = Field(300, ge=32, le=5000)  # silence that ends an utterance after a complete phrase
     max_silence_ms: float = Field(900, ge=32, le=5000)  # ... after words that stop mid-phrase (or no verdict)
     endpointing: Literal["adaptive", "fixed"] = "adaptive"  # fixed: silence_ms whatever the words
-    pad_ms: float = Field(64, ge=0, le=1000)  # silence forwarded after speech, then the tentative end
+    pad_ms: float = Field(96, ge=0, le=1000)  # silence forwarded after speech, then the tentative end (64 split
+    # "where is the train station" at "train")
     energy_silence: bool = True  # windows below the energy floor are silence even while the detector lags
     end_floor_dbfs: float = Field(-40, ge=-90, le=-10)  # peak level below which a window / sample is silent
     preroll_ms: float = Field(320, ge=0, le=2000)  # audio forwarded from before the detected start
     min_speech_ms: float = Field(64, ge=0, le=2000)  # shorter blips never open an utterance
     speculate: bool = True  # send a tentative SPEECH_END after pad_ms of silence
+    # ... and an early one after this much silence (ASR starts the pause's decode; null or >= pad_ms: none).
+    # 64: bench speech p50 336-393 -> 286-311 ms; 32 fired ~2 decodes a sentence at closures, which held up
+    # the real one (p50 310-368)
+    early_ms: float | None = Field(64, ge=0, le=1000)
     max_utterance_s: float = Field(25, gt=1, le=28)  # Whisper's window is 30 s
     webrtc_mode: int = Field(2, ge=0, le=3)  # aggressiveness of the webrtcvad engine
 
@@ -104,6 +115,7 @@ class Vad(Stage):
         self._voiced_run = 0  # consecutive speech windows before an utterance opens
         self._silent = 0  # consecutive silent windows inside an utterance
         self._tentative_sent = False
+        self._early_sent = False
         self._started_samples = 0
         self._last_voiced: _Window | None = None
         self._pause = 0  # tentative ends of this utterance so far
@@ -187,7 +199,7 @@ class Vad(Stage):
                     await self._forward(held)
                 self._held = []
             self._silent = 0
-            self._tentative_sent = False
+            self._tentative_sent = self._early_sent = False
             self._last_voiced = window
             self._last_voiced_end = self._windows
             await self._forward(window)
@@ -198,15 +210,27 @@ class Vad(Stage):
                 await self._forward(window)
             else:
                 self._held.append(window)
-            if silent_ms >= p.pad_ms and p.speculate and not self._tentative_sent:
-                self._tentative_sent = True
-                self._pause += 1
-                await self._end(tentative=True)
+            if p.speculate and not self._tentative_sent:
+                await self._speculate(silent_ms)
             if silent_ms >= self._end_wait():
                 await self._close()
                 return
         if self._started_samples >= p.max_utterance_s * RATE:
             await self._close()
+
+    async def _speculate(self, silent_ms: float) -> None:
+        """The pause's early tentative end (after ``early_ms``), then its tentative end (after ``pad_ms``)."""
+        p = self.p
+        early = p.early_ms is not None and p.early_ms < p.pad_ms
+        if early and not self._early_sent and silent_ms >= (p.early_ms or 0):
+            self._early_sent = True
+            self._pause += 1
+            await self._end(tentative=True, early=p.pad_ms - silent_ms)
+        if silent_ms >= p.pad_ms:
+            self._tentative_sent = True
+            if not self._early_sent:
+                self._pause += 1
+            await self._end(tentative=True)
 
     def _end_wait(self) -> float:
         """The silence that ends the utterance now: short after a complete phrase, long otherwise."""
@@ -227,7 +251,7 @@ class Vad(Stage):
         self._pause = 0
         self._in_speech = True
         self._silent = 0
-        self._tentative_sent = False
+        self._tentative_sent = self._early_sent = False
         self._started_samples = 0
         self._held = []
         self._last_voiced = window
@@ -240,13 +264,15 @@ class Vad(Stage):
             await self._forward(item)
         self._preroll.clear()
 
-    async def _end(self, tentative: bool) -> None:
+    async def _end(self, tentative: bool, early: float | None = None) -> None:
+        """SPEECH_END; ``early``: an early end, with the ms of pad still to come before the tentative end."""
         last = self._last_voiced
         assert last is not None
-        end = ControlFrame(
-            control=ControlKind.SPEECH_END,
-            data={"utterance": self.utterance, "tentative": tentative, "deadline": last.deadline, "pause": self._pause},
-        )
+        data = {"utterance": self.utterance, "tentative": tentative, "deadline": last.deadline, "pause": self._pause}
+        if early is not None:
+            data["early"] = True
+            data["pad_to_come_ms"] = early
+        end = ControlFrame(control=ControlKind.SPEECH_END, data=data)
         end.capture_time = self.speech_end()
         end.data["at"] = now()
         await self.push(end)
