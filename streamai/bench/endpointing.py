@@ -16,7 +16,7 @@ The set, played at real-time pace through speech-translate (each item followed b
 A phrase is one turn: each translated piece beyond the first (a separate translation
 event with text, whether from a separate utterance or from words committed at the
 pause) is a *false split*. Both endpointing modes run on the same set, in one process:
-``fixed`` (the previous behaviour: Silero silence only, ``pad_ms`` 96, every pause
+``fixed`` (the previous behaviour: Silero silence only, ``pad_ms`` 96, no early end, every pause
 commits, the utterance ends after ``silence_ms`` 300) and ``adaptive`` (the defaults).
 """
 
@@ -58,7 +58,8 @@ SPLIT_PHRASES = (
 PAUSES_MS = (200, 300, 400, 500, 600)
 MODES: dict[str, dict[str, dict[str, Any]]] = {
     "fixed": {
-        "vad": {"endpointing": "fixed", "energy_silence": False, "pad_ms": 96, "silence_ms": 300},
+        # the previous behaviour in full: no early end either (the pause decode starts at the tentative end)
+        "vad": {"endpointing": "fixed", "energy_silence": False, "pad_ms": 96, "early_ms": None, "silence_ms": 300},
         "asr": {"endpointing": "fixed"},
     },
     "adaptive": {},
