@@ -13,7 +13,7 @@ translation) is emitted with nulls when a later one completes.
 ``waterfall``: where the time to the first translated packet went, along the path of
 the utterance's *last* translated clause (the one its final words are in):
 
-    speech end -> vad (the end, tentative or confirmed, whose decode brought the words)
+    speech end -> vad (the end, early, tentative or confirmed, whose decode brought the words)
     -> asr (the text frame with the words pushed) -> mt (its translation pushed)
     -> tts (its first audio chunk pushed) -> outbound (the first packet holding that
     chunk taken by the sender: engine delivery, audio queued ahead of it, pacing)
