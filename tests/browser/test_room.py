@@ -27,18 +27,32 @@ PORTUGUESE = "eu gostaria de um café, por favor"
 HEARD_IN_ENGLISH = ("coffee",)
 
 
+def bursts(pcm16k: np.ndarray, level: int = 655, gap_s: float = 0.6, pad_s: float = 0.2) -> list[np.ndarray]:
+    """The audible stretches of a recording (peaks above ``level``, gaps shorter than ``gap_s`` bridged)."""
+    frame = 320  # 20 ms
+    loud = [i for i in range(0, len(pcm16k), frame) if np.abs(pcm16k[i : i + frame].astype(np.int32)).max() > level]
+    spans: list[list[int]] = []
+    for start in loud:
+        if spans and start - spans[-1][1] <= gap_s * 16_000:
+            spans[-1][1] = start + frame
+        else:
+            spans.append([start, start + frame])
+    pad = int(pad_s * 16_000)
+    return [pcm16k[max(0, a - pad) : b + pad] for a, b in spans]
+
+
 def transcribe(pcm16k: np.ndarray, language: str) -> str:
-    """What the node's own Whisper hears in a page's recording (16 kHz int16)."""
+    """What the node's own Whisper hears in a page's recording (16 kHz int16), each audible stretch on its own
+    (a 25 s block decoded whole stopped after its first phrase: "tom dia." for three translated clauses)."""
     from streamai.models.speech import load_whisper
     from streamai.speech.whisper import WhisperDecoder
 
     model = load_whisper("whisper-tiny-en" if language == "en" else "whisper-base", "cpu", 2)
-    audio = pcm16k.astype(np.float32) / 32768
+    decoder = WhisperDecoder(model, language)
     words = []
-    for start in range(0, len(audio), 16_000 * 25):  # 30 s is Whisper's window
-        piece = audio[start : start + 16_000 * 25]
-        if np.abs(piece).max(initial=0) > 0.02:
-            words.append(WhisperDecoder(model, language).decode(piece, "", None).text)
+    for burst in bursts(pcm16k):
+        for start in range(0, len(burst), 16_000 * 25):  # 30 s is Whisper's window
+            words.append(decoder.decode(burst[start : start + 16_000 * 25].astype(np.float32) / 32768, "", None).text)
     return " ".join(words).lower()
 
 
