@@ -115,15 +115,18 @@ async def test_upstream_admission_drops_a_frame_that_cannot_make_it_through_a_sl
         # frames that waited 700 ms before the pipeline: 300 ms left, 100 + 300 needed. The edge stage
         # alone would fit, so only an engine that counts the remote time refuses them at "pre".
         late: list[VideoFrame] = []
+        fresh: list[VideoFrame] = []
         for _ in range(6):
             frame = video_frame(age_s=0.7)
             late.append(frame)
             runner.submit(frame)
             await asyncio.sleep(0.25)
-            runner.submit(video_frame())  # fresh frames in between keep the estimates current
+            fresh.append(video_frame())  # fresh frames in between keep the estimates current
+            runner.submit(fresh[-1])
             await asyncio.sleep(0.5)
         delivered_seqs = lambda: {f.seq for _, f in sink.frames}  # noqa: E731
-        await wait_for(lambda: all(f.seq in runner.dropped or f.seq in delivered_seqs() for f in late), 10)
+        fates = lambda: all(f.seq in runner.dropped or f.seq in delivered_seqs() for f in late + fresh)  # noqa: E731
+        await wait_for(fates, 10)
 
         where = {f.seq: runner.dropped.get(f.seq) for f in late}
         # each is given up at "pre", before the remote call: for lateness, or (when a loaded machine slows
@@ -135,8 +138,10 @@ async def test_upstream_admission_drops_a_frame_that_cannot_make_it_through_a_sl
         assert not delivered & {f.seq for f in late}
         pre = runner.stats.stages["pre"]
         assert pre.drops["would_miss"] >= len(late), runner.snapshot()
-        # fresh frames kept flowing through the replica (the remote stage is slow, not broken)
-        assert len(delivered) >= warm + 4, runner.snapshot()
+        # fresh frames kept flowing through the replica (the remote stage is slow, not broken); one that did
+        # not arrive was dropped and counted where it was (a loaded machine's late call), never lost
+        assert len(delivered) > warm, runner.snapshot()
+        assert fates(), ({f.seq: runner.dropped.get(f.seq) for f in fresh}, runner.snapshot())
         slow = runner.stage_runners[1]
         assert slow.estimator.estimate >= 0.3, slow.estimator.estimate  # the real round trip, not ~0
     finally:
