@@ -40,7 +40,7 @@ from ..web.errors import errors_as_json, json_error
 from ..web.grants import HEADER as GRANT_HEADER
 from ..web.grants import new_grant
 from ..web.metrics import FunctionCollector, add_histogram, histogram_family, metrics_response, registry_of
-from ..web.protection import CLIENT, EntryGuard, guard_middleware, read_body
+from ..web.protection import CLIENT, EntryGuard, guard_middleware, json_body, read_body
 from .config import FleetConfig
 from .membership import is_node_credential, node_token
 from .registry import NAME, NodeEntry, NodeReport
@@ -277,12 +277,7 @@ async def read_offer(request: web.Request) -> tuple[bytes, str]:
     """The client's JSON body (bounded, on time) and the pipeline it asks for."""
     config = request.app[CONFIG]
     body = await read_body(request, MAX_BODY, config.protection.body_timeout_s, request.app[GUARD])
-    if request.content_type != "application/json":
-        raise ClientError(415, "unsupported_media_type", "Content-Type must be application/json")
-    try:
-        offer = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ClientError(400, "bad_json", "request body is not valid JSON") from None
+    offer = json_body(request, body)
     pipeline = offer.get("pipeline") if isinstance(offer, dict) else None
     if not isinstance(pipeline, str) or not PIPELINE_NAME.match(pipeline):
         raise ClientError(400, "bad_request", "'pipeline' (a name from GET /v1/pipelines) is required at the router")

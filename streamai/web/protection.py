@@ -7,6 +7,7 @@ counted by reason for ``/metrics``. Used by edge nodes and by the router.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
@@ -198,3 +199,13 @@ def _counted(guard: EntryGuard | None, exc: Refused) -> Refused:
     if guard is not None:
         guard.refusals[exc.reason] += 1
     return exc
+
+
+def json_body(request: web.Request, body: bytes) -> Any:
+    """``body`` as JSON: 415 unless the request says application/json, 400 when it does not parse."""
+    if request.content_type != "application/json":
+        raise ClientError(415, "unsupported_media_type", "Content-Type must be application/json")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise ClientError(400, "bad_json", "request body is not valid JSON") from None
