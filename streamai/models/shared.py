@@ -122,16 +122,21 @@ class SharedModels:
 
 
 async def acquire_model(
-    context: Any, key: str, loader: Callable[[], T], private: bool = False
+    context: Any,
+    key: str,
+    loader: Callable[[], T],
+    private: bool = False,
+    closer: Callable[[T], None] | None = None,
 ) -> tuple[T, Callable[[], None]]:
     """Load through the node's ``SharedModels`` when the stage has one, else privately.
 
     Returns the model and a ``release`` function for the stage's ``stop()``. ``private``:
-    the model holds one session's state (never shared, freed at release).
+    the model holds one session's state (never shared, freed at release). ``closer``
+    frees what the model holds beyond memory (a child process) when it is unloaded.
     """
     shared = getattr(context, "resources", None)
     if isinstance(shared, SharedModels):
-        value = await shared.acquire(key, loader, private=private)
+        value = await shared.acquire(key, loader, closer=closer, private=private)
         return value, lambda: shared.release(key)
     value = await asyncio.to_thread(loader)
-    return value, lambda: None
+    return value, (lambda: closer(value)) if closer is not None else (lambda: None)

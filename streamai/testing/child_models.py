@@ -1,0 +1,32 @@
+"""Small models for ``ChildModel``'s tests, built at test time (no weights): they hold, crash or fail to load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+class Holder:
+    """A model whose calls take as long as they are told to, and one that crashes its process."""
+
+    def hold(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "held"
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def crash(self) -> None:
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def load_holder() -> Holder:
+    return Holder()
+
+
+def load_broken() -> Holder:
+    raise FileNotFoundError("weights.bin is missing")
