@@ -38,7 +38,7 @@ async def test_speech_end_is_the_last_audible_sample_not_where_the_detector_stop
     last = [e for e in ends if e.data["pause"] == ends[-1].data["pause"]]  # the pause that ended the utterance
     for end in last:  # each of its ends carries the speech end: the last sample above -40 dBFS (the truth's: 300)
         assert abs(end.capture_time - truth) < 0.001, (end.capture_time - truth) * 1000
-    # its early end leaves after early_ms of silence (64 ms), counted in 32 ms windows, not after Silero's lag,
+    # its early end leaves after early_ms of silence (64 ms) by the energy floor, not after Silero's lag,
     # then its tentative end (after pad_ms, 96), then the confirmed end
     assert [(bool(e.data.get("early")), e.data["tentative"]) for e in last] == [
         (True, True),
@@ -161,3 +161,48 @@ async def test_the_pause_decode_starts_at_the_early_end_and_its_words_are_commit
     assert committed, [(e["text"], e["stable"]) for e in events if e["type"] == "transcript"]
     assert len([e for e in events if e["type"] == "translation" and e["text"].strip()]) == 1
     assert [e for e in events if e["type"] == "waterfall"], "no waterfall event within 20 s"
+
+
+@pytest.mark.parametrize("offset_ms", [2, 9, 17, 25, 30])
+async def test_the_early_end_leaves_with_the_frame_that_makes_early_ms_of_silence_not_at_a_window_boundary(
+    offset_ms: int,
+) -> None:
+    """Frames fed one by one (no clock): the early end is pushed while the first frame whose last sample
+    lies ``early_ms`` (64) after the last audible one is processed, wherever the speech ended inside a
+    32 ms window (before: after two whole silent windows, 0-32 ms later, plus up to a frame)."""
+    from streamai.frames import AudioFrame
+    from streamai.stage import StageContext
+    from streamai.stages.vad import Vad, VadParams
+
+    sentence = _speech("where is the train station")
+    cut = int((0.5 + voiced_end(sentence)) * RATE)
+    clip = np.concatenate([silence(0.5), sentence, silence(1.0)])
+    clip[cut:] = 0
+    clip = np.concatenate([np.zeros((int(offset_ms * RATE / 1000), 1), np.int16), clip])  # move the end in its window
+    end_sample = cut + int(offset_ms * RATE / 1000)  # first silent sample
+    stage = Vad(VadParams(pad_ms=96, early_ms=64), StageContext(name="vad", model="silero-vad"))
+    pushed: list[tuple[int, ControlFrame]] = []
+    fed = [0]  # the index of the frame being processed
+
+    async def collect(frame: object) -> None:
+        if isinstance(frame, ControlFrame) and frame.control is ControlKind.SPEECH_END:
+            pushed.append((fed[0], frame))
+
+    stage.bind(collect)
+    await stage.start()
+    try:
+        start = 1000.0
+        for fed[0], offset in enumerate(range(0, len(clip) - FRAME + 1, FRAME)):
+            frame = AudioFrame(samples=clip[offset : offset + FRAME], sample_rate=RATE, pts=offset)
+            frame.capture_time = start + (offset + FRAME) / RATE  # the frame's last sample
+            await stage.process(frame)
+    finally:
+        await stage.stop()
+    early = [(i, e) for i, e in pushed if e.data.get("early")]
+    assert early, pushed
+    at_frame, end = early[-1]
+    silent_after = ((at_frame + 1) * FRAME - end_sample) / RATE * 1000  # silence at that frame's last sample
+    assert 64 <= silent_after < 64 + FRAME / RATE * 1000, silent_after
+    assert abs(end.capture_time - (start + end_sample / RATE)) < 0.001  # the speech end it carries
+    pad_to_come = end.data["pad_to_come_ms"]
+    assert 0 < pad_to_come <= 96 - 32 and pad_to_come % 32 == 0  # the pad's windows not forwarded yet
