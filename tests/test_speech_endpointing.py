@@ -104,6 +104,59 @@ def _packet(seq: int) -> RtpPacket:
     return packet
 
 
+def test_with_two_workers_an_urgent_decode_never_waits_behind_a_partial() -> None:
+    """Two slots: a partial holds one, a second partial must wait (busy), an urgent decode starts at once."""
+    gate = DecodeGate(capacity=2)
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def partial(name: str) -> None:
+        with gate.hold(urgent=False):
+            order.append(name)
+            holding.set()
+            release.wait(5)
+
+    first = threading.Thread(target=partial, args=("partial 1",))
+    first.start()
+    assert holding.wait(5) and gate.busy()  # partials may not take the last slot
+    second = threading.Thread(target=partial, args=("partial 2",))
+    second.start()
+    for _ in range(2000):
+        if gate.partial_waits == 1:
+            break
+        threading.Event().wait(0.005)
+    assert gate.partial_waits == 1
+    with gate.hold(urgent=True):  # returns at once: the reserved slot
+        order.append("urgent")
+    assert gate.urgent_waits == 0
+    release.set()
+    for thread in (first, second):
+        thread.join(5)
+    assert order == ["partial 1", "urgent", "partial 2"] and not gate.busy()
+
+
+@pytest.mark.models
+async def test_asr_workers_reach_the_shared_model_and_its_gate() -> None:
+    from streamai.config import parse_pipeline
+    from streamai.engine import CollectingSink, PipelineRunner
+    from streamai.models import SharedModels
+    from streamai.stage import StageRegistry
+
+    registry = StageRegistry()
+    yaml = "name: a\nstages:\n  - {name: asr, type: asr, model: whisper-tiny-en, params: {threads: 1, workers: 2}}\n"
+    models = SharedModels()
+    runner = PipelineRunner(parse_pipeline(yaml, "<test>", registry), registry, CollectingSink(), resources=models)
+    await runner.start()
+    try:
+        stage = runner.stage_runners[0].stage
+        for transcriber in (stage.transcriber, stage.final_transcriber):
+            assert transcriber.gate.capacity == 2 and transcriber.decoder.model.num_workers == 2
+        assert stage.transcriber.gate is stage.final_transcriber.gate  # one model, one gate
+        assert "asr:whisper-tiny-en:cpu:1:w2" in models.loaded()
+    finally:
+        await runner.stop()
+
+
 def test_audio_packets_are_released_on_arrival_and_a_late_one_is_dropped() -> None:
     buffer = ReleaseOnArrival(capacity=16)
     released = [buffer.add(_packet(seq))[1] for seq in (100, 101, 103)]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -67,6 +68,9 @@ class AsrParams(BaseModel):
     # CPU threads of one decode. 1: on a 2-core node the VAD, TTS and other sessions share the cores,
     # and a 2-thread decode waited on its busy twin (bench speech: asr 150-200 -> 120-150 ms).
     threads: int = Field(1, ge=1, le=64)
+    # Decodes the node's shared model runs at once, sessions together (CTranslate2 workers); with 2,
+    # partials use at most one, so a pause's decode never waits behind another session's partial.
+    workers: int = Field(1, ge=1, le=16)
     partials: bool = True  # emit partial transcripts (decoding still runs for commits when False)
     commit_on_pause: bool = True  # a tentative SPEECH_END (a pause) commits the whole hypothesis ...
     endpointing: Literal["adaptive", "fixed"] = "adaptive"  # ... adaptive: only a complete phrase
@@ -135,11 +139,12 @@ class Asr(Stage):
 
     async def start(self) -> None:
         engine = ASR_ENGINES.get(self.p.engine)
-        options = TranscriptionOptions(language=self.p.language, beam_size=self.p.beam_size, threads=self.p.threads)
+        p = self.p
+        options = TranscriptionOptions(language=p.language, beam_size=p.beam_size, threads=p.threads, workers=p.workers)
         self.transcriber = self.final_transcriber = await engine.open(self.context, options)
-        final_beam = self.p.final_beam_size or self.p.beam_size
-        if final_beam != self.p.beam_size:
-            final = TranscriptionOptions(language=self.p.language, beam_size=final_beam, threads=self.p.threads)
+        final_beam = p.final_beam_size or p.beam_size
+        if final_beam != p.beam_size:
+            final = dataclasses.replace(options, beam_size=final_beam)
             self.final_transcriber = await engine.open(self.context, final)
         # The first model call is slow (allocations): pay it here, not on the first utterance.
         for transcriber in {id(t): t for t in (self.transcriber, self.final_transcriber)}.values():

@@ -30,6 +30,7 @@ class TranscriptionOptions:
     language: str = "en"
     beam_size: int = 1
     threads: int = 2
+    workers: int = 1  # decodes the node's shared model runs at once (each on ``threads`` threads)
 
 
 class Transcriber(Engine, ABC):

@@ -21,22 +21,21 @@ from .asr import Transcriber, TranscriptionOptions
 class WhisperTranscriber(Transcriber):
     name = "faster-whisper"
 
-    def __init__(self, decoder: WhisperDecoder, release: Any, model: Any = None) -> None:
+    def __init__(self, decoder: WhisperDecoder, release: Any, model: Any = None, workers: int = 1) -> None:
         super().__init__(release)
         self.decoder = decoder
-        self.gate = gate_for(model if model is not None else decoder)  # one per shared model, node-wide
+        self.gate = gate_for(model if model is not None else decoder, workers)  # one per shared model, node-wide
 
     @classmethod
     async def open(cls, context: StageContext, options: TranscriptionOptions) -> Self:
         from ...models.speech import load_whisper
 
         reference = context.model or ("whisper-tiny-en" if options.language == "en" else "whisper-base")
-        device, threads = context.device, options.threads
-        model, release = await acquire_model(
-            context, f"asr:{reference}:{device}:{threads}", lambda: load_whisper(reference, device, threads)
-        )
+        device, threads, workers = context.device, options.threads, options.workers
+        key = f"asr:{reference}:{device}:{threads}" + (f":w{workers}" if workers > 1 else "")
+        model, release = await acquire_model(context, key, lambda: load_whisper(reference, device, threads, workers))
         try:
-            return cls(WhisperDecoder(model, options.language, options.beam_size), release, model)
+            return cls(WhisperDecoder(model, options.language, options.beam_size), release, model, workers)
         except Exception:
             release()
             raise
