@@ -147,8 +147,12 @@ async def test_a_failing_stage_ends_its_speaker_never_the_room(tmp_path) -> None
         assert pt.of_type("state", state="closed")
         # the room goes on: its other participants stay and the en speaker is still heard, translated
         assert room.state == "open" and set(room.participants) == {en.participant_id, listener.participant_id}
-        left = [e for e in en.events if e.get("type") == "participant" and e.get("action") == "left"]
-        assert left and left[0]["participant"] == pt.participant_id and "pipeline failed" in left[0]["reason"]
+
+        def left() -> list[dict]:  # the event reaches en over its own channel, after the room let pt go
+            return [e for e in en.events if e.get("type") == "participant" and e.get("action") == "left"]
+
+        assert await wait_for(lambda: left(), 10), en.events[-5:]
+        assert left()[0]["participant"] == pt.participant_id and "pipeline failed" in left()[0]["reason"]
         mark = len(listener.chunks)
         assert await wait_for(lambda: len(listener.chunks) > mark + 50, 10)
         assert band_power(listener.received()[-48_000:], EN_TO_PT) > 0.5
