@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -117,6 +118,40 @@ def test_a_model_that_cannot_load_says_why() -> None:
     child.close()
 
 
+def test_a_load_that_hangs_is_ended_and_says_so() -> None:
+    child = ChildModel("streamai.testing.child_models:load_hung", name="hung", start_timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(ModelProcessDied, match=r"did not load .*load_hung within 1 s"):
+        child.start()
+    assert time.monotonic() - started < 5.0
+    process = child._process
+    assert process is not None and process.poll() is not None  # killed, not left loading
+    with pytest.raises(ModelProcessDied, match="did not load"):
+        child.call("hold", 0.0)
+    child.close()
+
+
+def test_a_call_waits_for_a_restarting_child_no_longer_than_its_own_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STREAMAI_TEST_LOAD_MARKER", str(tmp_path / "loaded-once"))
+    child = ChildModel("streamai.testing.child_models:load_hung_on_restart", name="slow-restart")
+    child.start()  # the first load is at once; every restart hangs (the 60 s start timeout)
+    try:
+        first_pid = child.pid
+        child.kill()
+        ends = time.monotonic() + 10
+        while child.pid in (None, first_pid) and time.monotonic() < ends:
+            time.sleep(0.02)
+        assert child.pid not in (None, first_pid)  # the restart is under way
+        started = time.monotonic()
+        with pytest.raises(ModelProcessDied, match="not ready within 1 s"):
+            child.call("hold", 0.0, timeout_s=1.0)
+        assert time.monotonic() - started < 3.0  # the call's 1 s, not the 60 s a load may take
+    finally:
+        child.close()
+
+
 def test_the_child_ends_when_its_parent_is_killed() -> None:
     script = (
         "from streamai.models.child import ChildModel\n"
@@ -153,7 +188,7 @@ async def test_translate_stage_survives_a_segfault_of_fast_translates_process() 
 
     try:
         stage = runner.stage_runners[0].stage
-        child = stage.translator.translator
+        child = stage.translator.child
         assert isinstance(child, ChildModel) and child.pid not in (None, os.getpid())
         runner.submit(TextFrame(text="Good morning.", final=True, utterance_id=1, language="en"))
         assert await wait_for(lambda: len(translated()) == 1, 10)

